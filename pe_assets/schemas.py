@@ -1,0 +1,269 @@
+"""One Pandera model per warehouse table.
+
+Each model is the single definition of its table: the checks run on every frame before it is
+written, and the warehouse writer takes column order and SQL types from it (see ``table_spec``),
+so a table's shape is stated once. Timestamps are naive UTC; ``extraction_date`` is a DATE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+CAMPAIGN_STATUSES = ("active", "paused", "archived")
+RATE = {"ge": 0.0, "le": 1.0}
+DATE_COLUMN = {"sql_type": "DATE"}
+
+
+class DimPredictiveCampaign(pa.DataFrameModel):
+    """One row per campaign ever listed, in its latest known state (archived ones included)."""
+
+    campaign_id: Series[str] = pa.Field(unique=True)
+    campaign_name: Series[str] = pa.Field(nullable=True)
+    status: Series[str] = pa.Field(isin=CAMPAIGN_STATUSES)
+    scorecard_id: Series[str] = pa.Field(nullable=True)
+    created_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    updated_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    listed_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+
+
+class FactJourneyStep(pa.DataFrameModel):
+    """One row per funnel step, campaign and UTC day, from the day's latest complete extraction."""
+
+    campaign_id: Series[str]
+    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    step_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    step_name: Series[str] = pa.Field(nullable=True)
+    step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
+    contact_count: Series[int] = pa.Field(ge=0, coerce=True)
+    conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    average_score: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    exit_reason: Series[str] = pa.Field(nullable=True)
+    scorecard_id: Series[str] = pa.Field(nullable=True)
+    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ["campaign_id", "extraction_date", "step_id"]
+
+    @pa.dataframe_check
+    @classmethod
+    def step_sequence_unique_per_day(cls, df: pd.DataFrame) -> Series[bool]:
+        """A day's funnel positions never repeat."""
+        return ~df.duplicated(["campaign_id", "extraction_date", "step_sequence"], keep=False)
+
+    @pa.check("exit_reason", name="exit_reason_not_empty")
+    @classmethod
+    def exit_reason_not_empty(cls, exit_reason: Series[str]) -> Series[bool]:
+        """No exit reason is NULL, never ''."""
+        return exit_reason.isna() | (exit_reason != "")
+
+
+class RejectedJourneyStep(pa.DataFrameModel):
+    """Steps that cannot enter the facts (no stepId, no contactCount, bad types), kept with why."""
+
+    campaign_id: Series[str]
+    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
+    reason: Series[str]
+    raw_step: Series[str]
+    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ["campaign_id", "extraction_date", "step_sequence"]
+
+
+class FactScorecardPerformance(pa.DataFrameModel):
+    """Append-only history: one row per scorecard, UTC day and extraction."""
+
+    scorecard_id: Series[str]
+    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    scorecard_name: Series[str] = pa.Field(nullable=True)
+    model_version: Series[str]
+    retraining_timestamp: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    precision: Series[float] = pa.Field(**RATE, coerce=True)
+    recall: Series[float] = pa.Field(**RATE, coerce=True)
+    f1_score: Series[float] = pa.Field(**RATE, coerce=True)
+    auc: Series[float] = pa.Field(**RATE, coerce=True)
+    actual_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    predicted_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    pending_backfill: Series[bool] = pa.Field(coerce=True)
+    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ["scorecard_id", "extraction_date", "extracted_at"]
+
+
+class FactScorecardScoreDistribution(pa.DataFrameModel):
+    """Contacts per score bucket, per scorecard snapshot (same keys as the performance history)."""
+
+    scorecard_id: Series[str]
+    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    model_version: Series[str]
+    bucket: Series[str]
+    bucket_lower: Series[float] = pa.Field(**RATE, coerce=True)
+    bucket_upper: Series[float] = pa.Field(**RATE, coerce=True)
+    contact_count: Series[int] = pa.Field(ge=0, coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ["scorecard_id", "extraction_date", "extracted_at", "bucket"]
+
+
+class FactPredictiveJourney(pa.DataFrameModel):
+    """The domain guide's target table: each step joined to its scorecard's latest snapshot."""
+
+    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+    campaign_id: Series[str]
+    scorecard_id: Series[str] = pa.Field(nullable=True)
+    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    step_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    step_name: Series[str] = pa.Field(nullable=True)
+    step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
+    contact_count: Series[int] = pa.Field(ge=0, coerce=True)
+    conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    average_score: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    exit_reason: Series[str] = pa.Field(nullable=True)
+    precision: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    recall: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    f1_score: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    actual_conversion_rate: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    model_version: Series[str] = pa.Field(nullable=True)
+    pending_backfill: Series[pd.BooleanDtype] = pa.Field(nullable=True, coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ["campaign_id", "extraction_date", "step_id"]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What the warehouse writer needs to know of a table, derived from its model."""
+
+    name: str
+    model: type[pa.DataFrameModel]
+    columns: tuple[tuple[str, str], ...]  # (column, portable SQL type) in table order
+    partition_column: str | None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+
+def _sql_type(column: pa.Column) -> str:
+    declared = (column.metadata or {}).get("sql_type")
+    if declared:
+        return declared
+    dtype = str(column.dtype).lower()
+    if dtype.startswith("datetime64"):
+        return "TIMESTAMP"
+    if dtype.startswith("int"):
+        return "BIGINT"
+    if dtype.startswith("float"):
+        return "DOUBLE"
+    if dtype.startswith("bool"):
+        return "BOOLEAN"
+    return "VARCHAR"
+
+
+def table_spec(name: str, model: type[pa.DataFrameModel], partition_column: str | None) -> TableSpec:
+    schema = model.to_schema()
+    columns = tuple((col_name, _sql_type(col)) for col_name, col in schema.columns.items())
+    return TableSpec(name=name, model=model, columns=columns, partition_column=partition_column)
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        table_spec("dim_predictive_campaign", DimPredictiveCampaign, None),
+        table_spec("fact_journey_step", FactJourneyStep, "extraction_date"),
+        table_spec("rejected_journey_step", RejectedJourneyStep, "extraction_date"),
+        table_spec("fact_scorecard_performance", FactScorecardPerformance, "extraction_date"),
+        table_spec("fact_scorecard_score_distribution", FactScorecardScoreDistribution, "extraction_date"),
+        table_spec("fact_predictive_journey", FactPredictiveJourney, "extraction_date"),
+    )
+}
+
+
+def typed_frame(spec: TableSpec, rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """Rows as a frame in the table's column order and pandas dtypes, without validating them.
+
+    Validation is the asset checks' job (they must see a bad frame to report it); this only
+    gives every frame, empty ones included, the same columns and dtypes.
+    """
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=spec.column_names)
+    missing = [name for name in spec.column_names if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{spec.name}: frame lacks columns {missing}")
+    frame = frame.loc[:, spec.column_names].reset_index(drop=True)
+    nullable_columns = {name for name, column in spec.model.to_schema().columns.items() if column.nullable}
+    return frame.astype(
+        {
+            name: _PANDAS_DTYPES["BOOLEAN_NULLABLE" if sql == "BOOLEAN" and name in nullable_columns else sql]
+            for name, sql in spec.columns
+        }
+    )
+
+
+_PANDAS_DTYPES = {
+    "VARCHAR": "object",
+    "BIGINT": "int64",
+    "DOUBLE": "float64",
+    "BOOLEAN": "bool",
+    "BOOLEAN_NULLABLE": "boolean",
+    "DATE": "datetime64[ns]",
+    "TIMESTAMP": "datetime64[ns]",
+}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The outcome of validating one frame against its table's model."""
+
+    table: str
+    rows: int
+    failure_cases: pd.DataFrame  # pandera's failure cases: schema_context, column, check, failure_case, index
+
+    @property
+    def passed(self) -> bool:
+        return self.failure_cases.empty
+
+    def summary(self) -> dict[str, int]:
+        """Failing rows per check, e.g. {'contact_count: greater_than_or_equal_to(0)': 2}."""
+        if self.failure_cases.empty:
+            return {}
+        cases = self.failure_cases
+        is_column = cases["schema_context"] == "Column"
+        keys = (cases["column"].astype(str) + ": " + cases["check"].astype(str)).where(
+            is_column, cases["check"].astype(str)
+        )
+        counts = cases.assign(key=keys).groupby("key")["index"].nunique(dropna=False)
+        return {str(k): int(v) for k, v in counts.items()}
+
+
+def validate(spec: TableSpec, frame: pd.DataFrame) -> ValidationReport:
+    """Run every check of the table's model lazily, collecting all failures instead of the first."""
+    try:
+        spec.model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases.copy()
+        return ValidationReport(table=spec.name, rows=len(frame), failure_cases=cases)
+    return ValidationReport(table=spec.name, rows=len(frame), failure_cases=pd.DataFrame())

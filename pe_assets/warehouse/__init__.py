@@ -1,0 +1,6 @@
+"""Warehouse wiring: atomic, schema-stable table writes for DuckDB (embedded) and Snowflake."""
+
+from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource
+from pe_assets.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+__all__ = ["DuckDBWarehouse", "PartitionWindow", "WarehouseError", "WarehouseResource"]

@@ -1,0 +1,86 @@
+"""What every warehouse offers the assets: replace a partition or a table atomically, read back.
+
+Dagster's stock DB I/O managers delete a partition and insert the new rows outside any
+transaction, and insert by column position, so a failed insert empties the partition and a
+reordered frame lands in the wrong columns. Here every write is one transaction (delete and
+insert commit together or not at all), inserts name their columns and cast each to the type
+the table's Pandera model declares, and rows outside the partition window are refused before
+anything is touched.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+from dagster import ConfigurableResource
+
+from pe_assets.schemas import TableSpec, typed_frame
+
+
+class WarehouseError(RuntimeError):
+    """A write was refused or failed; the table is as it was before it."""
+
+
+@dataclass(frozen=True)
+class PartitionWindow:
+    """A half-open range of UTC days [start, end)."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"empty partition window {self.start}..{self.end}")
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=n) for n in range((self.end - self.start).days)]
+
+
+class WarehouseResource(ConfigurableResource, ABC):
+    """A warehouse that holds pe_assets' tables; DuckDB or Snowflake."""
+
+    @property
+    @abstractmethod
+    def kind(self) -> str:
+        """'duckdb' or 'snowflake', shown as the assets' kind in the UI."""
+
+    @abstractmethod
+    def replace_partition(self, spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow) -> int:
+        """Make the table's rows in ``window`` exactly ``frame``'s rows, in one transaction."""
+
+    @abstractmethod
+    def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:
+        """Make the whole table exactly ``frame``'s rows, in one transaction."""
+
+    @abstractmethod
+    def read(self, spec: TableSpec, window: PartitionWindow | None = None) -> pd.DataFrame:
+        """The table's rows (in ``window`` if given), typed as its model says; empty if no table."""
+
+    @abstractmethod
+    def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
+        """Run a read-only query and return its rows (column names lower case)."""
+
+
+def check_frame_in_window(spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow | None) -> pd.DataFrame:
+    """The frame in table order and dtypes; refuses rows that would land outside ``window``."""
+    if list(frame.columns) != spec.column_names:
+        extra = sorted(set(frame.columns) - set(spec.column_names))
+        missing = [c for c in spec.column_names if c not in frame.columns]
+        if extra or missing:
+            raise WarehouseError(
+                f"{spec.name}: frame columns differ from the schema (extra {extra}, missing {missing})"
+            )
+    frame = typed_frame(spec, frame)
+    if window is not None and spec.partition_column and len(frame):
+        days = frame[spec.partition_column].dt.date
+        outside = frame[(days < window.start) | (days >= window.end)]
+        if len(outside):
+            raise WarehouseError(
+                f"{spec.name}: {len(outside)} rows have {spec.partition_column} outside "
+                f"{window.start}..{window.end}; refusing to write"
+            )
+    return frame

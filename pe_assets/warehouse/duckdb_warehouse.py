@@ -1,0 +1,129 @@
+"""The embedded warehouse: one DuckDB file.
+
+DuckDB allows one writing process per file, and Dagster runs steps in parallel processes, so
+every connection is taken under an inter-process file lock beside the database: writers queue
+instead of failing on DuckDB's own lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from filelock import FileLock, Timeout
+from pydantic import Field
+
+from pe_assets.schemas import TableSpec, typed_frame
+from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource, check_frame_in_window
+
+
+class DuckDBWarehouse(WarehouseResource):
+    """pe_assets' tables in a DuckDB file (the embedded default)."""
+
+    path: str = Field(description="Path of the DuckDB database file (PE_DUCKDB_PATH).")
+    lock_timeout_seconds: float = Field(
+        default=900.0, description="How long a step waits for another process's write to finish."
+    )
+
+    @property
+    def kind(self) -> str:
+        return "duckdb"
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection held under the file's inter-process lock."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{self.path}.lock")
+        try:
+            lock.acquire(timeout=self.lock_timeout_seconds)
+        except Timeout:
+            raise WarehouseError(
+                f"DuckDB file {self.path} stayed locked by another process for {self.lock_timeout_seconds:.0f} s"
+            ) from None
+        try:
+            con = duckdb.connect(self.path)
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            lock.release()
+
+    def replace_partition(self, spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow) -> int:
+        if spec.partition_column is None:
+            raise WarehouseError(f"{spec.name} is not partitioned; use replace_table")
+        frame = check_frame_in_window(spec, frame, window)
+        delete = (
+            f"DELETE FROM {spec.name} WHERE {spec.partition_column} >= CAST(? AS DATE) "
+            f"AND {spec.partition_column} < CAST(? AS DATE)"
+        )
+        return self._replace(spec, frame, delete, [window.start.isoformat(), window.end.isoformat()])
+
+    def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:
+        frame = check_frame_in_window(spec, frame, None)
+        return self._replace(spec, frame, f"DELETE FROM {spec.name}", [])
+
+    def _replace(self, spec: TableSpec, frame: pd.DataFrame, delete_sql: str, params: list[object]) -> int:
+        casts = ", ".join(f"CAST({name} AS {sql_type}) AS {name}" for name, sql_type in spec.columns)
+        columns = ", ".join(spec.column_names)
+        with self.connection() as con:
+            self._ensure_table(con, spec)
+            con.register("incoming_frame", frame)
+            con.begin()
+            try:
+                con.execute(delete_sql, params)
+                con.execute(f"INSERT INTO {spec.name} ({columns}) SELECT {casts} FROM incoming_frame")
+                con.commit()
+            except Exception as exc:
+                con.rollback()
+                raise WarehouseError(f"{spec.name}: write rolled back, previous rows kept: {exc}") from exc
+            finally:
+                con.unregister("incoming_frame")
+        return len(frame)
+
+    def _ensure_table(self, con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+        """Create the table from its model, or add columns a newer model declares."""
+        existing = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                "AND table_schema = current_schema()",
+                [spec.name],
+            ).fetchall()
+        )
+        if not existing:
+            ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in spec.columns)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {spec.name} ({ddl})")
+            return
+        for name, sql_type in spec.columns:
+            if name not in existing:
+                con.execute(f"ALTER TABLE {spec.name} ADD COLUMN {name} {sql_type}")
+
+    def read(self, spec: TableSpec, window: PartitionWindow | None = None) -> pd.DataFrame:
+        columns = ", ".join(spec.column_names)
+        sql = f"SELECT {columns} FROM {spec.name}"
+        params: list[object] = []
+        if window is not None and spec.partition_column:
+            sql += f" WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE)"
+            params = [window.start.isoformat(), window.end.isoformat()]
+        with self.connection() as con:
+            if not _table_exists(con, spec.name):
+                return typed_frame(spec, [])
+            frame = con.execute(sql, params).df()
+        return typed_frame(spec, frame)
+
+    def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
+        with self.connection() as con:
+            frame = con.execute(sql, parameters or []).df()
+        frame.columns = [str(c).lower() for c in frame.columns]
+        return frame
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = current_schema()",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])
