@@ -1,15 +1,23 @@
-"""The pe_assets code location: ``dagster dev -w workspace.yaml`` or ``-m pe_assets.definitions``."""
+"""The pe_assets code location: ``dagster dev -w workspace.yaml`` or ``-m pe_assets.definitions``.
+
+Small on purpose: each concern lives in its own module under ``pe_assets/defs``; this file only
+reads the settings (failing early, naming any bad variable) and merges the pieces.
+"""
 
 import dagster as dg
 
 from pe_assets.config import Settings
-from pe_assets.defs import assets
+from pe_assets.defs import assets, automation, checks, views
+from pe_assets.defs.jobs import pe_daily_job
 from pe_assets.defs.resources import build_resources
 
 settings = Settings.from_env()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
-    asset_checks=dg.load_asset_checks_from_modules([assets]),
+    assets=dg.load_assets_from_modules([assets, views]),
+    asset_checks=[*dg.load_asset_checks_from_modules([assets, views]), *checks.asset_checks],
+    jobs=[pe_daily_job],
+    schedules=automation.schedules,
+    sensors=automation.sensors,
     resources=build_resources(settings),
 )
