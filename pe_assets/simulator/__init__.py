@@ -1,0 +1,41 @@
+"""Local HTTP simulator of the Genesys Cloud Predictive Engagement analytics API.
+
+Keeps the wire contract in ``pe_assets/contract/predictive-engagement.openapi.yaml``: OAuth
+client credentials, scopes, rate limits, cursor pagination, archived campaigns, provisional
+scorecard outcomes and retraining, plus injectable faults. It shares no code with
+``pe_assets.client`` on purpose, so a bug cannot hide in both.
+
+Typical use::
+
+    from pe_assets.simulator import SimulatorConfig, SimulatorServer
+
+    with SimulatorServer(SimulatorConfig(seed=7), port=0) as sim:
+        print(sim.api_url, sim.client_id, sim.client_secret)
+"""
+
+from pe_assets.simulator.config import (
+    ANALYTICS_SCOPE,
+    FAULT_KINDS,
+    READ_SCOPES,
+    VIEW_SCOPE,
+    WRITE_SCOPES,
+    ClientSpec,
+    SimulatorConfig,
+)
+from pe_assets.simulator.data import SCORE_BUCKETS, World
+from pe_assets.simulator.server import RequestRecord, SimClock, SimulatorServer
+
+__all__ = [
+    "ANALYTICS_SCOPE",
+    "FAULT_KINDS",
+    "READ_SCOPES",
+    "SCORE_BUCKETS",
+    "VIEW_SCOPE",
+    "WRITE_SCOPES",
+    "ClientSpec",
+    "RequestRecord",
+    "SimClock",
+    "SimulatorConfig",
+    "SimulatorServer",
+    "World",
+]
