@@ -82,9 +82,7 @@ class Settings:
         if not 1 <= requests_per_minute <= 10_000:
             raise SettingsError(f"PE_REQUESTS_PER_MINUTE={requests_per_minute} must be between 1 and 10000")
 
-        warehouse = _get(env, "PE_WAREHOUSE", "duckdb").lower()
-        if warehouse not in WAREHOUSES:
-            raise SettingsError(f"PE_WAREHOUSE={warehouse!r} must be one of {', '.join(WAREHOUSES)}")
+        warehouse = warehouse_from_env(env)
 
         data_dir = _get(env, "PE_DATA_DIR", DEFAULT_DATA_DIR)
         duckdb_path = _get(env, "PE_DUCKDB_PATH", str(Path(data_dir) / "warehouse.duckdb"))
@@ -120,6 +118,15 @@ def partitions_start_from_env(environ: Mapping[str, str] | None = None, *, today
             f"PE_PARTITIONS_START={start_text} is not in the past: the first partition must be a complete UTC day"
         )
     return start
+
+
+def warehouse_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """PE_WAREHOUSE: 'duckdb' (default) or 'snowflake'."""
+    env = os.environ if environ is None else environ
+    warehouse = _get(env, "PE_WAREHOUSE", "duckdb").lower()
+    if warehouse not in WAREHOUSES:
+        raise SettingsError(f"PE_WAREHOUSE={warehouse!r} must be one of {', '.join(WAREHOUSES)}")
+    return warehouse
 
 
 def _get(env: Mapping[str, str], name: str, default: str) -> str:

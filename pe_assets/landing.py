@@ -156,6 +156,7 @@ def _atomic_local_write(target: UPath, body: bytes) -> None:
         handle.write(body)
         handle.flush()
         os.fsync(handle.fileno())
+    os.chmod(tmp, 0o444)  # raw history is read-only: an accidental rewrite fails loudly
     # os.link fails if the target exists, so even a racing writer cannot overwrite it.
     os.link(tmp, target)
     os.unlink(tmp)

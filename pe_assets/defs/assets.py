@@ -21,6 +21,7 @@ import dagster as dg
 import pandas as pd
 
 from pe_assets.client import NotFoundError
+from pe_assets.config import warehouse_from_env
 from pe_assets.defs.partitions import daily_partitions, partition_window
 from pe_assets.defs.resources import LandingZoneResource, PredictiveEngagementResource, UtcClock
 from pe_assets.schemas import TABLES, TableSpec, validate
@@ -32,6 +33,8 @@ CAMPAIGN_LISTING = "campaign_listing"
 RAW_JOURNEYS = "raw_campaign_journeys"
 RAW_SCORECARDS = "raw_scorecards"
 SCHEMA_CHECK = "schema"
+# Tables show where they live (duckdb or snowflake) in the UI's kind tags.
+TABLE_KINDS = {"pandas", warehouse_from_env()}
 
 single_run = dg.BackfillPolicy.single_run()
 # Transient API trouble that outlived the client's own retries (or a Retry-After above the cap)
@@ -228,18 +231,31 @@ def _write_partition(
             "fact_journey_step",
             deps=[raw_campaign_journeys],
             description="One row per funnel step, campaign and UTC day (steps in served order).",
-            kinds={"pandas"},
+            kinds=TABLE_KINDS,
             owners=["team:data-engineering"],
         ),
         dg.AssetSpec(
             "rejected_journey_step",
             deps=[raw_campaign_journeys],
             description="Steps kept out of the facts (no stepId, no contactCount, bad types), with the reason.",
-            kinds={"pandas"},
+            kinds=TABLE_KINDS,
             owners=["team:data-engineering"],
         ),
     ],
-    check_specs=[_schema_check("fact_journey_step"), _schema_check("rejected_journey_step")],
+    check_specs=[
+        _schema_check("fact_journey_step"),
+        _schema_check("rejected_journey_step"),
+        dg.AssetCheckSpec(
+            "no_rejected_steps",
+            asset="rejected_journey_step",
+            description="WARN when steps were quarantined (no stepId, no contactCount, untypable values).",
+        ),
+        dg.AssetCheckSpec(
+            "no_unknown_step_fields",
+            asset="fact_journey_step",
+            description="WARN when steps carry fields the contract does not define (schema drift); never fatal.",
+        ),
+    ],
     partitions_def=daily_partitions,
     backfill_policy=single_run,
     group_name="warehouse",
@@ -253,6 +269,8 @@ def journey_step_tables(
     envelopes = [f.envelope for day in window.days for f in zone.latest_per_source(RAW_JOURNEYS, day).values()]
     result = journey_frames(envelopes, loaded_at=clock.now())
     reasons = Counter(result.rejected["reason"])
+    for field_name, steps_with_field in sorted(result.unknown_fields.items()):
+        context.log.warning(f"schema drift: {steps_with_field} steps carry unknown field {field_name!r}")
     yield from _write_partition(
         context,
         warehouse,
@@ -273,6 +291,20 @@ def journey_step_tables(
         window,
         {"reasons": dg.MetadataValue.json(dict(reasons))},
     )
+    yield dg.AssetCheckResult(
+        asset_key="rejected_journey_step",
+        check_name="no_rejected_steps",
+        passed=result.rejected.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rejected_steps": len(result.rejected), "reasons": dg.MetadataValue.json(dict(reasons))},
+    )
+    yield dg.AssetCheckResult(
+        asset_key="fact_journey_step",
+        check_name="no_unknown_step_fields",
+        passed=not result.unknown_fields,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"unknown_fields": dg.MetadataValue.json(result.unknown_fields)},
+    )
 
 
 @dg.multi_asset(
@@ -281,14 +313,14 @@ def journey_step_tables(
             "fact_scorecard_performance",
             deps=[raw_scorecards],
             description="Append-only history of model performance: one row per scorecard, day and extraction.",
-            kinds={"pandas"},
+            kinds=TABLE_KINDS,
             owners=["team:data-engineering"],
         ),
         dg.AssetSpec(
             "fact_scorecard_score_distribution",
             deps=[raw_scorecards],
             description="Contacts per score bucket for every scorecard snapshot.",
-            kinds={"pandas"},
+            kinds=TABLE_KINDS,
             owners=["team:data-engineering"],
         ),
     ],
@@ -322,7 +354,7 @@ def scorecard_tables(
     deps=["fact_journey_step", "fact_scorecard_performance"],
     check_specs=[_schema_check("fact_predictive_journey")],
     group_name="warehouse",
-    kinds={"pandas"},
+    kinds=TABLE_KINDS,
     owners=["team:data-engineering"],
 )
 def fact_predictive_journey(
@@ -363,7 +395,7 @@ def _funnel_preview(frame: pd.DataFrame, max_campaigns: int = 10) -> str:
     backfill_policy=single_run,
     check_specs=[_schema_check("dim_predictive_campaign")],
     group_name="warehouse",
-    kinds={"pandas"},
+    kinds=TABLE_KINDS,
     owners=["team:data-engineering"],
 )
 def dim_predictive_campaign(

@@ -61,6 +61,10 @@ class WarehouseResource(ConfigurableResource, ABC):
         """The table's rows (in ``window`` if given), typed as its model says; empty if no table."""
 
     @abstractmethod
+    def create_or_replace_view(self, name: str, select_sql: str) -> None:
+        """CREATE OR REPLACE VIEW ``name`` AS ``select_sql``."""
+
+    @abstractmethod
     def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
         """Run a read-only query and return its rows (column names lower case)."""
 

@@ -114,6 +114,10 @@ class DuckDBWarehouse(WarehouseResource):
             frame = con.execute(sql, params).df()
         return typed_frame(spec, frame)
 
+    def create_or_replace_view(self, name: str, select_sql: str) -> None:
+        with self.connection() as con:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS\n{select_sql}")
+
     def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
         with self.connection() as con:
             frame = con.execute(sql, parameters or []).df()

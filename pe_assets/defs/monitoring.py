@@ -1,0 +1,1 @@
+"""Monitoring assets: model drift per scorecard and day."""

@@ -1,0 +1,84 @@
+"""The landing zone: immutable, atomic, readable back; local folders and fsspec URLs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from pe_assets.landing import LandingError, LandingZone
+
+DAY = date(2024, 3, 5)
+T0 = datetime(2024, 3, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["local", "memory"])
+def zone(request, tmp_path):
+    if request.param == "local":
+        return LandingZone(str(tmp_path / "landing"))
+    return LandingZone(f"memory://pe-test-{uuid.uuid4().hex}/landing")
+
+
+def test_write_then_read_back_unchanged(zone):
+    pages = [{"steps": [{"stepId": "a", "contactCount": 1, "new": "ünïcödé"}], "nextPageUri": None}]
+    zone.write("raw_campaign_journeys", "c1", T0, {"pages": pages}, DAY)
+    [landed] = zone.files("raw_campaign_journeys", DAY)
+    assert landed.envelope["pages"] == pages
+    assert (landed.source_id, landed.day, landed.extracted_at) == ("c1", DAY, T0)
+
+
+def test_every_extraction_is_kept_and_latest_wins(zone):
+    for n in range(3):
+        zone.write("raw_scorecards", "s1", T0 + timedelta(hours=n), {"response": {"n": n}}, DAY)
+    zone.write("raw_scorecards", "s2", T0, {"response": {"n": 9}}, DAY)
+    assert [f.envelope["response"]["n"] for f in zone.files("raw_scorecards", DAY) if f.source_id == "s1"] == [0, 1, 2]
+    latest = zone.latest_per_source("raw_scorecards", DAY)
+    assert {k: v.envelope["response"]["n"] for k, v in latest.items()} == {"s1": 2, "s2": 9}
+
+
+def test_same_instant_twice_makes_two_files(zone):
+    zone.write("campaign_listing", "all", T0, {"pages": [1]})
+    zone.write("campaign_listing", "all", T0, {"pages": [2]})
+    assert len(zone.files("campaign_listing")) == 2
+
+
+def test_unknown_dataset_or_day_reads_empty(zone):
+    assert zone.files("nothing_here", DAY) == []
+    assert zone.latest_per_source("raw_campaign_journeys", DAY) == {}
+
+
+@pytest.mark.parametrize("bad", ["", "../etc", "a/b", ".hidden", "x y"])
+def test_ids_that_could_escape_the_tree_are_refused(zone, bad):
+    with pytest.raises(LandingError):
+        zone.write("raw_campaign_journeys", bad, T0, {"pages": []}, DAY)
+
+
+def test_nan_is_refused_not_written(zone):
+    with pytest.raises(ValueError):
+        zone.write("raw_scorecards", "s1", T0, {"response": {"x": float("nan")}}, DAY)
+    assert zone.files("raw_scorecards", DAY) == []
+
+
+def test_naive_time_is_refused(zone):
+    with pytest.raises(LandingError, match="timezone"):
+        zone.write("raw_scorecards", "s1", T0.replace(tzinfo=None), {"response": {}}, DAY)
+
+
+def test_half_written_temporary_files_are_invisible(tmp_path):
+    zone = LandingZone(str(tmp_path))
+    zone.write("raw_scorecards", "s1", T0, {"response": {}}, DAY)
+    folder = tmp_path / "raw_scorecards" / f"day={DAY}" / "s1"
+    (folder / ".20240306T010000000000Z-dead.json.tmp").write_bytes(b'{"truncated": ')
+    assert len(zone.files("raw_scorecards", DAY)) == 1
+
+
+def test_damaged_file_is_reported_by_path(tmp_path):
+    zone = LandingZone(str(tmp_path))
+    path = zone.write("raw_scorecards", "s1", T0, {"response": {}}, DAY)
+    os.chmod(path, 0o644)
+    with open(path, "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(LandingError, match="damaged"):
+        zone.files("raw_scorecards", DAY)
