@@ -7,6 +7,7 @@ so a table's shape is stated once. Timestamps are naive UTC; ``extraction_date``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,14 @@ class TableSpec:
     model: type[pa.DataFrameModel]
     columns: tuple[tuple[str, str], ...]  # (column, portable SQL type) in table order
     partition_column: str | None
+    not_null: frozenset[str] = frozenset()  # columns the model declares non-nullable
+
+    def column_ddl(self, type_name: Callable[[str], str] = str) -> list[str]:
+        """``name TYPE [NOT NULL]`` per column, with the warehouse's spelling of each type."""
+        return [
+            f"{name} {type_name(sql_type)}{' NOT NULL' if name in self.not_null else ''}"
+            for name, sql_type in self.columns
+        ]
 
     @property
     def column_names(self) -> list[str]:
@@ -187,7 +196,8 @@ def _sql_type(column: pa.Column) -> str:
 def table_spec(name: str, model: type[pa.DataFrameModel], partition_column: str | None) -> TableSpec:
     schema = model.to_schema()
     columns = tuple((col_name, _sql_type(col)) for col_name, col in schema.columns.items())
-    return TableSpec(name=name, model=model, columns=columns, partition_column=partition_column)
+    not_null = frozenset(col_name for col_name, col in schema.columns.items() if not col.nullable)
+    return TableSpec(name=name, model=model, columns=columns, partition_column=partition_column, not_null=not_null)
 
 
 TABLES: dict[str, TableSpec] = {
@@ -267,3 +277,32 @@ def validate(spec: TableSpec, frame: pd.DataFrame) -> ValidationReport:
         cases = errors.failure_cases.copy()
         return ValidationReport(table=spec.name, rows=len(frame), failure_cases=cases)
     return ValidationReport(table=spec.name, rows=len(frame), failure_cases=pd.DataFrame())
+
+
+class ScorecardDrift(pa.DataFrameModel):
+    """Model drift: one row per scorecard and UTC day that has a final snapshot (see ``pe_assets.drift``)."""
+
+    scorecard_id: Series[str]
+    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    model_version: Series[str]
+    snapshot_extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    precision: Series[float] = pa.Field(**RATE, coerce=True)
+    recall: Series[float] = pa.Field(**RATE, coerce=True)
+    predicted_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    actual_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    calibration_gap: Series[float] = pa.Field(**RATE, coerce=True)
+    psi: Series[float] = pa.Field(ge=0.0, nullable=True, coerce=True)
+    precision_baseline_median: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    recall_baseline_median: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
+    precision_delta: Series[float] = pa.Field(ge=-1.0, le=1.0, nullable=True, coerce=True)
+    recall_delta: Series[float] = pa.Field(ge=-1.0, le=1.0, nullable=True, coerce=True)
+    baseline_days: Series[int] = pa.Field(ge=0, le=28, coerce=True)
+    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+        unique = ["scorecard_id", "extraction_date"]
+
+
+TABLES["scorecard_drift"] = table_spec("scorecard_drift", ScorecardDrift, "extraction_date")

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
-import duckdb
 import pytest
 
+from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
+from pe_assets_tests.fakesnow_support import fakesnow_warehouse
 from pe_assets_tests.pipeline import pipeline_resources, run_days
 
 DAY1, DAY2 = date(2024, 3, 5), date(2024, 3, 6)
 NOW = datetime(2024, 3, 20, 12, tzinfo=UTC)  # long after both days: outcomes are final
 
 
-def _rows(db: str, sql: str, params: list[object] | None = None) -> list[tuple]:
-    with duckdb.connect(db, read_only=True) as con:
-        return con.execute(sql, params or []).fetchall()
+def _rows(wh: WarehouseResource, sql: str, params: list[object] | None = None) -> list[tuple]:
+    """Query rows as plain tuples, NULLs as None, through the warehouse under test."""
+    frame = wh.query(sql, params).astype(object)
+    frame = frame.where(frame.notna(), None)
+    return [tuple(row) for row in frame.itertuples(index=False)]
+
+
+@pytest.fixture(params=["duckdb", "snowflake"])
+def wh(request, tmp_path) -> Iterator[WarehouseResource]:
+    """Every end-to-end test runs on the embedded DuckDB and on the Snowflake path (fakesnow)."""
+    if request.param == "duckdb":
+        yield DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    else:
+        with fakesnow_warehouse(tmp_path) as snowflake:
+            yield snowflake
 
 
 @pytest.fixture
@@ -26,22 +40,21 @@ def sim(make_simulator):
     return server
 
 
-def test_two_partitions_load_every_active_and_paused_campaign_exactly(sim, tmp_path):
-    resources = pipeline_resources(sim, tmp_path, now=NOW)
+def test_two_partitions_load_every_active_and_paused_campaign_exactly(sim, tmp_path, wh):
+    resources = pipeline_resources(sim, tmp_path, now=NOW, warehouse=wh)
     result = run_days(resources, DAY1, DAY2)
     assert result.success
-    db = str(tmp_path / "warehouse.duckdb")
     roles = sim.roles
     expected_campaigns = {c["id"] for c in sim.campaigns() if c["status"] in ("active", "paused")}
     assert roles["archived"] not in expected_campaigns and roles["paused"] in expected_campaigns
 
     for day in (DAY1, DAY2):
         loaded = _rows(
-            db,
+            wh,
             "SELECT campaign_id, step_id, step_sequence, contact_count, conversion_rate, average_score, "
-            "exit_reason, step_name FROM fact_predictive_journey WHERE extraction_date = ? "
+            "exit_reason, step_name FROM fact_predictive_journey WHERE extraction_date = CAST(? AS DATE) "
             "ORDER BY campaign_id, step_sequence",
-            [day],
+            [day.isoformat()],
         )
         assert {row[0] for row in loaded} == expected_campaigns
         for campaign_id in expected_campaigns:
@@ -66,102 +79,104 @@ def test_two_partitions_load_every_active_and_paused_campaign_exactly(sim, tmp_p
     n_steps = len(sim.expected_steps(big, DAY1))
     assert n_steps > 1000
     assert _rows(
-        db,
+        wh,
         "SELECT count(*), count(DISTINCT step_id), count(DISTINCT step_sequence), min(step_sequence), "
-        "max(step_sequence) FROM fact_predictive_journey WHERE campaign_id = ? AND extraction_date = ?",
-        [big, DAY1],
+        "max(step_sequence) FROM fact_predictive_journey WHERE campaign_id = ? AND extraction_date = CAST(? AS DATE)",
+        [big, DAY1.isoformat()],
     ) == [(n_steps, n_steps, n_steps, 1, n_steps)]
 
     # Nulls stay NULL, never ''.
-    assert _rows(db, "SELECT count(*) FROM fact_journey_step WHERE exit_reason = '' OR step_name = ''") == [(0,)]
-    assert _rows(db, "SELECT count(*) FROM fact_journey_step WHERE exit_reason IS NULL")[0][0] > 0
+    assert _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE exit_reason = '' OR step_name = ''") == [(0,)]
+    assert _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE exit_reason IS NULL")[0][0] > 0
     # Damaged steps are quarantined with their reason, not loaded.
     rejected = _rows(
-        db, "SELECT campaign_id, reason FROM rejected_journey_step ORDER BY extraction_date, step_sequence"
+        wh, "SELECT campaign_id, reason FROM rejected_journey_step ORDER BY extraction_date, step_sequence"
     )
     assert rejected and {r[0] for r in rejected} == {roles["damaged"]}
     assert {r[1] for r in rejected} == {"missing stepId", "missing contactCount"}
-    # Column types as the contract promises.
-    types = dict(
-        _rows(
-            db,
+    # Column types as the contract promises (DOUBLE and VARCHAR are DuckDB's names; FLOAT and
+    # TEXT are Snowflake's).
+    types = {
+        name.lower(): data_type.upper()
+        for name, data_type in _rows(
+            wh,
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = 'fact_predictive_journey'",
+            "WHERE lower(table_name) = 'fact_predictive_journey'",
         )
-    )
+    }
     assert types["extraction_date"] == "DATE"
-    assert types["conversion_rate"] == "DOUBLE" and types["precision"] == "DOUBLE"
-    assert types["model_version"] == "VARCHAR"
+    assert types["conversion_rate"] in ("DOUBLE", "FLOAT") and types["precision"] == types["conversion_rate"]
+    assert types["model_version"] in ("VARCHAR", "TEXT")
     # Scorecard metrics keep the API's precision.
     sc_id = next(c["scorecardId"] for c in sim.campaigns() if c["id"] == big)
     truth = sim.expected_scorecard(sc_id, DAY1)["performanceMetrics"]
     assert _rows(
-        db,
+        wh,
         "SELECT DISTINCT precision, recall, f1_score, actual_conversion_rate FROM fact_predictive_journey "
-        "WHERE campaign_id = ? AND extraction_date = ?",
-        [big, DAY1],
+        "WHERE campaign_id = ? AND extraction_date = CAST(? AS DATE)",
+        [big, DAY1.isoformat()],
     ) == [(truth["precision"], truth["recall"], truth["f1Score"], truth["actualConversionRate"])]
     # dim: every campaign, archived included.
-    assert {r[0] for r in _rows(db, "SELECT campaign_id FROM dim_predictive_campaign")} == {
+    assert {r[0] for r in _rows(wh, "SELECT campaign_id FROM dim_predictive_campaign")} == {
         c["id"] for c in sim.campaigns()
     }
 
 
-def test_rerunning_a_partition_leaves_the_same_rows(sim, tmp_path):
-    resources = pipeline_resources(sim, tmp_path, now=NOW)
-    db = str(tmp_path / "warehouse.duckdb")
+def test_rerunning_a_partition_leaves_the_same_rows(sim, tmp_path, wh):
+    resources = pipeline_resources(sim, tmp_path, now=NOW, warehouse=wh)
     columns = "campaign_id, extraction_date, step_id, step_sequence, contact_count, conversion_rate, exit_reason"
     assert run_days(resources, DAY1, DAY2).success
-    first = _rows(db, f"SELECT {columns} FROM fact_predictive_journey ORDER BY ALL")
+    first = _rows(
+        wh, f"SELECT {columns} FROM fact_predictive_journey ORDER BY campaign_id, extraction_date, step_sequence"
+    )
     assert run_days(resources, DAY1, DAY1).success
     assert run_days(resources, DAY1, DAY1).success
-    again = _rows(db, f"SELECT {columns} FROM fact_predictive_journey ORDER BY ALL")
+    again = _rows(
+        wh, f"SELECT {columns} FROM fact_predictive_journey ORDER BY campaign_id, extraction_date, step_sequence"
+    )
     assert again == first
     assert _rows(
-        db,
+        wh,
         "SELECT count(*) FROM (SELECT campaign_id, extraction_date, step_id FROM fact_journey_step "
-        "GROUP BY ALL HAVING count(*) > 1)",
+        "GROUP BY campaign_id, extraction_date, step_id HAVING count(*) > 1)",
     ) == [(0,)]
 
 
-def test_campaign_archived_later_keeps_its_rows(sim, tmp_path):
-    resources = pipeline_resources(sim, tmp_path, now=NOW)
-    db = str(tmp_path / "warehouse.duckdb")
+def test_campaign_archived_later_keeps_its_rows(sim, tmp_path, wh):
+    resources = pipeline_resources(sim, tmp_path, now=NOW, warehouse=wh)
     assert run_days(resources, DAY1, DAY1).success
     victim = sim.roles["unscored"]
-    before = _rows(db, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [victim])[0][0]
+    before = _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [victim])[0][0]
     assert before > 0
     sim.archive_campaign(victim)
     result = run_days(resources, DAY1, DAY1)
     assert result.success
-    assert _rows(db, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [victim])[0][0] == before
-    assert _rows(db, "SELECT status FROM dim_predictive_campaign WHERE campaign_id = ?", [victim]) == [("archived",)]
+    assert _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [victim])[0][0] == before
+    assert _rows(wh, "SELECT status FROM dim_predictive_campaign WHERE campaign_id = ?", [victim]) == [("archived",)]
 
 
-def test_campaign_archived_mid_pagination_lands_nothing_partial(sim, tmp_path):
-    resources = pipeline_resources(sim, tmp_path, now=NOW)
+def test_campaign_archived_mid_pagination_lands_nothing_partial(sim, tmp_path, wh):
+    resources = pipeline_resources(sim, tmp_path, now=NOW, warehouse=wh)
     big = sim.roles["big"]
     sim.archive_campaign(big, after_pages=1)  # the second page of its day answers 404
     result = run_days(resources, DAY1, DAY1)
     assert result.success
     raw = result.asset_materializations_for_node("raw_campaign_journeys")[0].metadata
     assert raw["campaign_days_archived_during_run"].value == 1
-    db = str(tmp_path / "warehouse.duckdb")
-    assert _rows(db, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [big]) == [(0,)]
+    assert _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [big]) == [(0,)]
     assert not list((tmp_path / "landing" / "raw_campaign_journeys" / f"day={DAY1}").glob(f"{big}/*.json"))
 
 
-def test_early_extraction_is_pending_backfill_and_a_later_one_is_final(sim, tmp_path):
+def test_early_extraction_is_pending_backfill_and_a_later_one_is_final(sim, tmp_path, wh):
     day = DAY1
     early = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=3)
     sim.set_now(early)
-    db = str(tmp_path / "warehouse.duckdb")
-    assert run_days(pipeline_resources(sim, tmp_path, now=early), day, day).success
+    assert run_days(pipeline_resources(sim, tmp_path, now=early, warehouse=wh), day, day).success
     late = early + timedelta(days=3)
     sim.set_now(late)
-    assert run_days(pipeline_resources(sim, tmp_path, now=late), day, day).success
+    assert run_days(pipeline_resources(sim, tmp_path, now=late, warehouse=wh), day, day).success
     history = _rows(
-        db,
+        wh,
         "SELECT scorecard_id, pending_backfill, actual_conversion_rate FROM fact_scorecard_performance "
         "ORDER BY scorecard_id, extracted_at",
     )
@@ -174,38 +189,36 @@ def test_early_extraction_is_pending_backfill_and_a_later_one_is_final(sim, tmp_
         assert actual_2 == sim.expected_scorecard(scorecard_id, day)["performanceMetrics"]["actualConversionRate"]
     # The journey fact follows the latest (final) snapshot.
     assert _rows(
-        db, "SELECT DISTINCT pending_backfill FROM fact_predictive_journey WHERE scorecard_id IS NOT NULL"
+        wh, "SELECT DISTINCT pending_backfill FROM fact_predictive_journey WHERE scorecard_id IS NOT NULL"
     ) == [(False,)]
 
 
-def test_retraining_adds_a_snapshot_and_keeps_the_old_one(sim, tmp_path):
-    resources = pipeline_resources(sim, tmp_path, now=NOW)
-    db = str(tmp_path / "warehouse.duckdb")
+def test_retraining_adds_a_snapshot_and_keeps_the_old_one(sim, tmp_path, wh):
+    resources = pipeline_resources(sim, tmp_path, now=NOW, warehouse=wh)
     assert run_days(resources, DAY1, DAY1).success
     scorecard_id = next(c["scorecardId"] for c in sim.campaigns() if c["id"] == sim.roles["big"])
     old = _rows(
-        db, "SELECT model_version, precision FROM fact_scorecard_performance WHERE scorecard_id = ?", [scorecard_id]
+        wh, "SELECT model_version, precision FROM fact_scorecard_performance WHERE scorecard_id = ?", [scorecard_id]
     )
     sim.retrain_scorecard(scorecard_id)
     assert run_days(resources, DAY1, DAY1, selection="raw_scorecards*").success
     history = _rows(
-        db,
+        wh,
         "SELECT model_version, precision FROM fact_scorecard_performance WHERE scorecard_id = ? ORDER BY extracted_at",
         [scorecard_id],
     )
     assert len(history) == 2 and history[0] == old[0]
     assert history[1][0] != history[0][0]
     assert _rows(
-        db, "SELECT DISTINCT model_version FROM fact_predictive_journey WHERE scorecard_id = ?", [scorecard_id]
+        wh, "SELECT DISTINCT model_version FROM fact_predictive_journey WHERE scorecard_id = ?", [scorecard_id]
     ) == [(history[1][0],)]
 
 
-def test_a_range_of_30_days_materializes_in_one_run(sim, tmp_path):
-    resources = pipeline_resources(sim, tmp_path, now=NOW)
+def test_a_range_of_30_days_materializes_in_one_run(sim, tmp_path, wh):
+    resources = pipeline_resources(sim, tmp_path, now=NOW, warehouse=wh)
     first = date(2024, 2, 1)
     result = run_days(resources, first, first + timedelta(days=29))
     assert result.success
-    db = str(tmp_path / "warehouse.duckdb")
-    assert _rows(db, "SELECT count(DISTINCT extraction_date) FROM fact_predictive_journey") == [(30,)]
+    assert _rows(wh, "SELECT count(DISTINCT extraction_date) FROM fact_predictive_journey") == [(30,)]
     raw_runs = result.asset_materializations_for_node("raw_campaign_journeys")
     assert len(raw_runs) >= 1 and raw_runs[0].metadata["days"].value == 30

@@ -81,10 +81,11 @@ def test_shipped_ddl_file_matches_the_specs() -> None:
 
 def test_ddl_types_and_clustering() -> None:
     ddl = create_table_sql(JOURNEY)
-    assert "    load_timestamp TIMESTAMP_NTZ,\n" in ddl
-    assert "    extraction_date DATE,\n" in ddl
-    assert "    contact_count NUMBER(38,0),\n" in ddl
-    assert "    conversion_rate FLOAT,\n" in ddl
+    assert "    load_timestamp TIMESTAMP_NTZ NOT NULL,\n" in ddl
+    assert "    extraction_date DATE NOT NULL,\n" in ddl
+    assert "    contact_count NUMBER(38,0) NOT NULL,\n" in ddl
+    assert "    conversion_rate FLOAT NOT NULL,\n" in ddl
+    assert "    precision FLOAT,\n" in ddl  # nullable in the model: no scorecard, no metrics
     assert "    pending_backfill BOOLEAN\n" in ddl
     assert ddl.endswith("CLUSTER BY (extraction_date, campaign_id)")
     assert cluster_columns(PERFORMANCE) == ("extraction_date",)

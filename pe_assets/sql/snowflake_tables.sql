@@ -5,81 +5,81 @@
 -- Timestamps are naive UTC (TIMESTAMP_NTZ); extraction_date is the UTC day of the partition.
 
 CREATE TABLE IF NOT EXISTS dim_predictive_campaign (
-    campaign_id VARCHAR,
+    campaign_id VARCHAR NOT NULL,
     campaign_name VARCHAR,
-    status VARCHAR,
+    status VARCHAR NOT NULL,
     scorecard_id VARCHAR,
     created_date TIMESTAMP_NTZ,
     updated_date TIMESTAMP_NTZ,
-    listed_at TIMESTAMP_NTZ
+    listed_at TIMESTAMP_NTZ NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS fact_journey_step (
-    campaign_id VARCHAR,
-    extraction_date DATE,
-    step_id VARCHAR,
+    campaign_id VARCHAR NOT NULL,
+    extraction_date DATE NOT NULL,
+    step_id VARCHAR NOT NULL,
     step_name VARCHAR,
-    step_sequence NUMBER(38,0),
-    contact_count NUMBER(38,0),
-    conversion_rate FLOAT,
+    step_sequence NUMBER(38,0) NOT NULL,
+    contact_count NUMBER(38,0) NOT NULL,
+    conversion_rate FLOAT NOT NULL,
     average_score FLOAT,
     exit_reason VARCHAR,
     scorecard_id VARCHAR,
-    extracted_at TIMESTAMP_NTZ,
-    load_timestamp TIMESTAMP_NTZ
+    extracted_at TIMESTAMP_NTZ NOT NULL,
+    load_timestamp TIMESTAMP_NTZ NOT NULL
 )
 CLUSTER BY (extraction_date, campaign_id);
 
 CREATE TABLE IF NOT EXISTS rejected_journey_step (
-    campaign_id VARCHAR,
-    extraction_date DATE,
-    step_sequence NUMBER(38,0),
-    reason VARCHAR,
-    raw_step VARCHAR,
-    extracted_at TIMESTAMP_NTZ,
-    load_timestamp TIMESTAMP_NTZ
+    campaign_id VARCHAR NOT NULL,
+    extraction_date DATE NOT NULL,
+    step_sequence NUMBER(38,0) NOT NULL,
+    reason VARCHAR NOT NULL,
+    raw_step VARCHAR NOT NULL,
+    extracted_at TIMESTAMP_NTZ NOT NULL,
+    load_timestamp TIMESTAMP_NTZ NOT NULL
 )
 CLUSTER BY (extraction_date, campaign_id);
 
 CREATE TABLE IF NOT EXISTS fact_scorecard_performance (
-    scorecard_id VARCHAR,
-    extraction_date DATE,
+    scorecard_id VARCHAR NOT NULL,
+    extraction_date DATE NOT NULL,
     scorecard_name VARCHAR,
-    model_version VARCHAR,
+    model_version VARCHAR NOT NULL,
     retraining_timestamp TIMESTAMP_NTZ,
-    precision FLOAT,
-    recall FLOAT,
-    f1_score FLOAT,
-    auc FLOAT,
-    actual_conversion_rate FLOAT,
-    predicted_conversion_rate FLOAT,
-    pending_backfill BOOLEAN,
-    extracted_at TIMESTAMP_NTZ
+    precision FLOAT NOT NULL,
+    recall FLOAT NOT NULL,
+    f1_score FLOAT NOT NULL,
+    auc FLOAT NOT NULL,
+    actual_conversion_rate FLOAT NOT NULL,
+    predicted_conversion_rate FLOAT NOT NULL,
+    pending_backfill BOOLEAN NOT NULL,
+    extracted_at TIMESTAMP_NTZ NOT NULL
 )
 CLUSTER BY (extraction_date);
 
 CREATE TABLE IF NOT EXISTS fact_scorecard_score_distribution (
-    scorecard_id VARCHAR,
-    extraction_date DATE,
-    extracted_at TIMESTAMP_NTZ,
-    model_version VARCHAR,
-    bucket VARCHAR,
-    bucket_lower FLOAT,
-    bucket_upper FLOAT,
-    contact_count NUMBER(38,0)
+    scorecard_id VARCHAR NOT NULL,
+    extraction_date DATE NOT NULL,
+    extracted_at TIMESTAMP_NTZ NOT NULL,
+    model_version VARCHAR NOT NULL,
+    bucket VARCHAR NOT NULL,
+    bucket_lower FLOAT NOT NULL,
+    bucket_upper FLOAT NOT NULL,
+    contact_count NUMBER(38,0) NOT NULL
 )
 CLUSTER BY (extraction_date);
 
 CREATE TABLE IF NOT EXISTS fact_predictive_journey (
-    load_timestamp TIMESTAMP_NTZ,
-    campaign_id VARCHAR,
+    load_timestamp TIMESTAMP_NTZ NOT NULL,
+    campaign_id VARCHAR NOT NULL,
     scorecard_id VARCHAR,
-    extraction_date DATE,
-    step_id VARCHAR,
+    extraction_date DATE NOT NULL,
+    step_id VARCHAR NOT NULL,
     step_name VARCHAR,
-    step_sequence NUMBER(38,0),
-    contact_count NUMBER(38,0),
-    conversion_rate FLOAT,
+    step_sequence NUMBER(38,0) NOT NULL,
+    contact_count NUMBER(38,0) NOT NULL,
+    conversion_rate FLOAT NOT NULL,
     average_score FLOAT,
     exit_reason VARCHAR,
     precision FLOAT,

@@ -94,11 +94,11 @@ class DuckDBWarehouse(WarehouseResource):
             ).fetchall()
         )
         if not existing:
-            ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in spec.columns)
+            ddl = ", ".join(spec.column_ddl())
             con.execute(f"CREATE TABLE IF NOT EXISTS {spec.name} ({ddl})")
             return
         for name, sql_type in spec.columns:
-            if name not in existing:
+            if name not in existing:  # nullable: rows written before the column existed have no value
                 con.execute(f"ALTER TABLE {spec.name} ADD COLUMN {name} {sql_type}")
 
     def read(self, spec: TableSpec, window: PartitionWindow | None = None) -> pd.DataFrame:

@@ -97,7 +97,7 @@ def cluster_columns(spec: TableSpec) -> tuple[str, ...]:
 
 def create_table_sql(spec: TableSpec) -> str:
     """``CREATE TABLE IF NOT EXISTS`` for one table, columns and types from its Pandera model."""
-    columns = ",\n".join(f"    {name} {snowflake_type(sql_type)}" for name, sql_type in spec.columns)
+    columns = ",\n".join(f"    {column}" for column in spec.column_ddl(snowflake_type))
     cluster = cluster_columns(spec)
     cluster_clause = f"\nCLUSTER BY ({', '.join(cluster)})" if cluster else ""
     return f"CREATE TABLE IF NOT EXISTS {spec.name} (\n{columns}\n){cluster_clause}"

@@ -1,0 +1,104 @@
+"""The warehouse contract, on DuckDB and on the Snowflake path (fakesnow): atomic, by name, typed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from pe_assets.schemas import TABLES, typed_frame
+from pe_assets.warehouse import DuckDBWarehouse, PartitionWindow, WarehouseError, WarehouseResource
+from pe_assets_tests.fakesnow_support import fakesnow_warehouse
+
+SPEC = TABLES["fact_journey_step"]
+DAY1, DAY2 = date(2024, 3, 5), date(2024, 3, 6)
+WINDOW1 = PartitionWindow(DAY1, DAY2)
+
+
+@pytest.fixture(params=["duckdb", "snowflake"])
+def warehouse(request, tmp_path) -> Iterator[WarehouseResource]:
+    if request.param == "duckdb":
+        yield DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb"))
+    else:
+        with fakesnow_warehouse(tmp_path) as snowflake:
+            yield snowflake
+
+
+def steps(day: date, ids: list[str], count: int = 10) -> pd.DataFrame:
+    stamp = pd.Timestamp("2024-03-07 01:02:03.456789")
+    return typed_frame(
+        SPEC,
+        [
+            {
+                "campaign_id": "c1",
+                "extraction_date": pd.Timestamp(day),
+                "step_id": step_id,
+                "step_name": None if n % 2 else f"Step {step_id}",
+                "step_sequence": n + 1,
+                "contact_count": count - n,
+                "conversion_rate": 0.123456789012345,
+                "average_score": None,
+                "exit_reason": None,
+                "scorecard_id": "s1",
+                "extracted_at": stamp,
+                "load_timestamp": stamp,
+            }
+            for n, step_id in enumerate(ids)
+        ],
+    )
+
+
+def test_replacing_a_partition_is_idempotent_and_leaves_other_days(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
+    warehouse.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
+    for _ in range(2):
+        warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b", "c"]), WINDOW1)
+    frame = warehouse.read(SPEC)
+    assert sorted(zip(frame["extraction_date"].dt.date, frame["step_id"], strict=True)) == [
+        (DAY1, "a"),
+        (DAY1, "b"),
+        (DAY1, "c"),
+        (DAY2, "x"),
+    ]
+
+
+def test_round_trip_keeps_types_nulls_and_precision(warehouse):
+    written = steps(DAY1, ["a", "b"])
+    warehouse.replace_partition(SPEC, written, WINDOW1)
+    read = warehouse.read(SPEC, WINDOW1).sort_values("step_sequence").reset_index(drop=True)
+    pd.testing.assert_frame_equal(read, written, check_exact=True)
+
+
+def test_columns_go_by_name_not_position(warehouse):
+    frame = steps(DAY1, ["a"])
+    warehouse.replace_partition(SPEC, frame[list(reversed(frame.columns))], WINDOW1)
+    assert warehouse.read(SPEC)["step_id"].tolist() == ["a"]
+
+
+def test_a_write_failing_halfway_keeps_the_previous_rows(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
+    broken = steps(DAY1, ["a", "b", "c"])
+    broken.loc[2, "campaign_id"] = None  # NOT NULL: the INSERT fails after the DELETE ran
+    with pytest.raises(WarehouseError, match=r"rolled back|previous rows"):
+        warehouse.replace_partition(SPEC, broken, WINDOW1)
+    assert sorted(warehouse.read(SPEC)["step_id"]) == ["a", "b"]
+
+
+def test_rows_outside_the_window_are_refused_before_anything_changes(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a"]), WINDOW1)
+    with pytest.raises(WarehouseError, match="outside"):
+        warehouse.replace_partition(SPEC, steps(DAY2, ["x"]), WINDOW1)
+    assert warehouse.read(SPEC)["step_id"].tolist() == ["a"]
+
+
+def test_an_empty_frame_clears_its_window(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a"]), WINDOW1)
+    warehouse.replace_partition(SPEC, typed_frame(SPEC, []), WINDOW1)
+    assert warehouse.read(SPEC).empty
+
+
+def test_reading_a_table_never_written_gives_a_typed_empty_frame(warehouse):
+    frame = warehouse.read(TABLES["fact_predictive_journey"])
+    assert frame.empty and list(frame.columns) == TABLES["fact_predictive_journey"].column_names
