@@ -90,3 +90,23 @@ CREATE TABLE IF NOT EXISTS fact_predictive_journey (
     pending_backfill BOOLEAN
 )
 CLUSTER BY (extraction_date, campaign_id);
+
+CREATE TABLE IF NOT EXISTS scorecard_drift (
+    scorecard_id VARCHAR NOT NULL,
+    extraction_date DATE NOT NULL,
+    model_version VARCHAR NOT NULL,
+    snapshot_extracted_at TIMESTAMP_NTZ NOT NULL,
+    precision FLOAT NOT NULL,
+    recall FLOAT NOT NULL,
+    predicted_conversion_rate FLOAT NOT NULL,
+    actual_conversion_rate FLOAT NOT NULL,
+    calibration_gap FLOAT NOT NULL,
+    psi FLOAT,
+    precision_baseline_median FLOAT,
+    recall_baseline_median FLOAT,
+    precision_delta FLOAT,
+    recall_delta FLOAT,
+    baseline_days NUMBER(38,0) NOT NULL,
+    load_timestamp TIMESTAMP_NTZ NOT NULL
+)
+CLUSTER BY (extraction_date);
