@@ -35,6 +35,7 @@ RAW_SCORECARDS = "raw_scorecards"
 SCHEMA_CHECK = "schema"
 # Tables show where they live (duckdb or snowflake) in the UI's kind tags.
 TABLE_KINDS = {"pandas", warehouse_from_env()}
+OWNERS = ["team:data-engineering"]
 
 single_run = dg.BackfillPolicy.single_run()
 # Transient API trouble that outlived the client's own retries (or a Retry-After above the cap)
@@ -49,6 +50,10 @@ def _schema_check(table: str) -> dg.AssetCheckSpec:
         blocking=True,
         description=f"Every row of {table} satisfies its Pandera model (types, nulls, ranges, uniqueness).",
     )
+
+
+def _table_asset_spec(table: str, upstream: dg.AssetsDefinition | str, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(table, deps=[upstream], description=description, kinds=TABLE_KINDS, owners=OWNERS)
 
 
 def _column_schema(spec: TableSpec) -> dg.TableSchema:
@@ -74,7 +79,7 @@ def _client_metadata(stats: Any) -> dict[str, Any]:
     pool="pe_api",
     group_name="raw",
     kinds={"api", "json"},
-    owners=["team:data-engineering"],
+    owners=OWNERS,
 )
 def raw_campaign_journeys(
     context: dg.AssetExecutionContext,
@@ -134,7 +139,7 @@ def raw_campaign_journeys(
     deps=[raw_campaign_journeys],
     group_name="raw",
     kinds={"api", "json"},
-    owners=["team:data-engineering"],
+    owners=OWNERS,
 )
 def raw_scorecards(
     context: dg.AssetExecutionContext,
@@ -227,19 +232,15 @@ def _write_partition(
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        _table_asset_spec(
             "fact_journey_step",
-            deps=[raw_campaign_journeys],
-            description="One row per funnel step, campaign and UTC day (steps in served order).",
-            kinds=TABLE_KINDS,
-            owners=["team:data-engineering"],
+            raw_campaign_journeys,
+            "One row per funnel step, campaign and UTC day (steps in served order).",
         ),
-        dg.AssetSpec(
+        _table_asset_spec(
             "rejected_journey_step",
-            deps=[raw_campaign_journeys],
-            description="Steps kept out of the facts (no stepId, no contactCount, bad types), with the reason.",
-            kinds=TABLE_KINDS,
-            owners=["team:data-engineering"],
+            raw_campaign_journeys,
+            "Steps kept out of the facts (no stepId, no contactCount, bad types), with the reason.",
         ),
     ],
     check_specs=[
@@ -309,19 +310,15 @@ def journey_step_tables(
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        _table_asset_spec(
             "fact_scorecard_performance",
-            deps=[raw_scorecards],
-            description="Append-only history of model performance: one row per scorecard, day and extraction.",
-            kinds=TABLE_KINDS,
-            owners=["team:data-engineering"],
+            raw_scorecards,
+            "Append-only history of model performance: one row per scorecard, day and extraction.",
         ),
-        dg.AssetSpec(
+        _table_asset_spec(
             "fact_scorecard_score_distribution",
-            deps=[raw_scorecards],
-            description="Contacts per score bucket for every scorecard snapshot.",
-            kinds=TABLE_KINDS,
-            owners=["team:data-engineering"],
+            raw_scorecards,
+            "Contacts per score bucket for every scorecard snapshot.",
         ),
     ],
     check_specs=[_schema_check("fact_scorecard_performance"), _schema_check("fact_scorecard_score_distribution")],
@@ -355,7 +352,7 @@ def scorecard_tables(
     check_specs=[_schema_check("fact_predictive_journey")],
     group_name="warehouse",
     kinds=TABLE_KINDS,
-    owners=["team:data-engineering"],
+    owners=OWNERS,
 )
 def fact_predictive_journey(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
@@ -396,7 +393,7 @@ def _funnel_preview(frame: pd.DataFrame, max_campaigns: int = 10) -> str:
     check_specs=[_schema_check("dim_predictive_campaign")],
     group_name="warehouse",
     kinds=TABLE_KINDS,
-    owners=["team:data-engineering"],
+    owners=OWNERS,
 )
 def dim_predictive_campaign(
     context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource

@@ -48,13 +48,25 @@ class WarehouseResource(ConfigurableResource, ABC):
     def kind(self) -> str:
         """'duckdb' or 'snowflake', shown as the assets' kind in the UI."""
 
-    @abstractmethod
     def replace_partition(self, spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow) -> int:
         """Make the table's rows in ``window`` exactly ``frame``'s rows, in one transaction."""
+        if spec.partition_column is None:
+            raise WarehouseError(f"{spec.name} is not partitioned; use replace_table")
+        frame = check_frame_in_window(spec, frame, window)
+        delete = (
+            f"DELETE FROM {spec.name} WHERE {spec.partition_column} >= CAST(? AS DATE) "
+            f"AND {spec.partition_column} < CAST(? AS DATE)"
+        )
+        return self._replace(spec, frame, delete, [window.start.isoformat(), window.end.isoformat()])
 
-    @abstractmethod
     def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:
         """Make the whole table exactly ``frame``'s rows, in one transaction."""
+        frame = check_frame_in_window(spec, frame, None)
+        return self._replace(spec, frame, f"DELETE FROM {spec.name}", [])
+
+    @abstractmethod
+    def _replace(self, spec: TableSpec, frame: pd.DataFrame, delete_sql: str, params: list[object]) -> int:
+        """Run ``delete_sql`` and insert ``frame`` (already checked) in one transaction; rows written."""
 
     @abstractmethod
     def read(self, spec: TableSpec, window: PartitionWindow | None = None) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 from pydantic import Field
 
 from pe_assets.schemas import TableSpec, typed_frame
-from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource, check_frame_in_window
+from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource
 
 
 class DuckDBWarehouse(WarehouseResource):
@@ -51,20 +51,6 @@ class DuckDBWarehouse(WarehouseResource):
                 con.close()
         finally:
             lock.release()
-
-    def replace_partition(self, spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow) -> int:
-        if spec.partition_column is None:
-            raise WarehouseError(f"{spec.name} is not partitioned; use replace_table")
-        frame = check_frame_in_window(spec, frame, window)
-        delete = (
-            f"DELETE FROM {spec.name} WHERE {spec.partition_column} >= CAST(? AS DATE) "
-            f"AND {spec.partition_column} < CAST(? AS DATE)"
-        )
-        return self._replace(spec, frame, delete, [window.start.isoformat(), window.end.isoformat()])
-
-    def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:
-        frame = check_frame_in_window(spec, frame, None)
-        return self._replace(spec, frame, f"DELETE FROM {spec.name}", [])
 
     def _replace(self, spec: TableSpec, frame: pd.DataFrame, delete_sql: str, params: list[object]) -> int:
         casts = ", ".join(f"CAST({name} AS {sql_type}) AS {name}" for name, sql_type in spec.columns)

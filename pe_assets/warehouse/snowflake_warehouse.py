@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 from pe_assets.config import SettingsError
 from pe_assets.schemas import TABLES, TableSpec, typed_frame
-from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource, check_frame_in_window
+from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource
 
 if TYPE_CHECKING:
     from dagster_snowflake import SnowflakeResource
@@ -212,20 +212,6 @@ class SnowflakeWarehouse(WarehouseResource):
                 raise
 
     # -- writes -----------------------------------------------------------------------------------
-
-    def replace_partition(self, spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow) -> int:
-        if spec.partition_column is None:
-            raise WarehouseError(f"{spec.name} is not partitioned; use replace_table")
-        frame = check_frame_in_window(spec, frame, window)
-        delete = (
-            f"DELETE FROM {spec.name} WHERE {spec.partition_column} >= CAST(? AS DATE) "
-            f"AND {spec.partition_column} < CAST(? AS DATE)"
-        )
-        return self._replace(spec, frame, delete, [window.start.isoformat(), window.end.isoformat()])
-
-    def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:
-        frame = check_frame_in_window(spec, frame, None)
-        return self._replace(spec, frame, f"DELETE FROM {spec.name}", [])
 
     def _replace(self, spec: TableSpec, frame: pd.DataFrame, delete_sql: str, params: list[object]) -> int:
         with self.connection() as conn:
