@@ -18,7 +18,7 @@ defs = dg.Definitions(
     asset_checks=[*dg.load_asset_checks_from_modules([assets, views, monitoring]), *checks.asset_checks],
     jobs=[pe_daily_job],
     schedules=automation.schedules,
-    sensors=automation.sensors,
+    sensors=[*automation.sensors, *checks.sensors],
     resources=build_resources(settings),
     # Steps are I/O-bound on one shared API budget and write one warehouse; a process per step
     # cost ~3 s of imports each and bought no speed, so steps run in the run's own process.

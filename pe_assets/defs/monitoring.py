@@ -1,1 +1,187 @@
-"""Monitoring assets: model drift per scorecard and day."""
+"""Monitoring assets: model drift per scorecard and day.
+
+``scorecard_drift`` turns the scorecard history into one row per scorecard and UTC day (the math
+and its formulas are in ``pe_assets.drift``), from FINAL snapshots only: a day whose scorecard has
+only ``pending_backfill`` snapshots gets no row until a later re-extraction makes it final (the
+06:00 late-data run and the final-outcomes sensor both re-run everything downstream of the
+scorecards, this asset included). Each day is compared with the 28 days before it, so the asset
+reads 28 days more than its partition window.
+
+Its checks are per partition (one result per day, also in ranged runs) and all WARN; they judge
+the rows written for the day (a day without rows passes, saying so):
+
+* ``score_distribution_stable``: PSI of the day's score distribution vs the 28-day baseline
+  <= ``PSI_THRESHOLD`` (0.2, the usual "significant shift" line). Rows with fewer than
+  ``MIN_BASELINE_DAYS`` (7) baseline days are not judged.
+* ``calibration_within_tolerance``: ``|predicted - actual conversion rate|`` <=
+  ``CALIBRATION_GAP_THRESHOLD`` (0.05, five percentage points; conversion rates run 10-40 %).
+* ``precision_recall_stable``: precision and recall each drop by at most ``METRIC_DROP_THRESHOLD``
+  (0.1) below their 28-day median. Rows with fewer than 7 baseline days are not judged.
+"""
+
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from pe_assets.defs.assets import TABLE_KINDS, _schema_check, _write_partition
+from pe_assets.defs.checks import DayVerdict, check_window, partition_check_evaluations, partitioned_asset_check
+from pe_assets.defs.partitions import daily_partitions, partition_window
+from pe_assets.defs.resources import UtcClock
+from pe_assets.drift import BASELINE_DAYS, MIN_BASELINE_DAYS, drift_frame
+from pe_assets.schemas import TABLES, typed_frame
+from pe_assets.warehouse import PartitionWindow, WarehouseResource
+
+SCORECARD_DRIFT = "scorecard_drift"
+#: PSI above this is a significant shift of the score distribution (WARN).
+PSI_THRESHOLD = 0.2
+#: A gap between predicted and actual conversion rate above this is miscalibration (WARN).
+CALIBRATION_GAP_THRESHOLD = 0.05
+#: Precision or recall this far below its trailing 28-day median is a drop (WARN).
+METRIC_DROP_THRESHOLD = 0.1
+
+_SAMPLE_COLUMNS = [
+    "scorecard_id",
+    "model_version",
+    "psi",
+    "calibration_gap",
+    "precision_delta",
+    "recall_delta",
+    "baseline_days",
+]
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["fact_scorecard_performance", "fact_scorecard_score_distribution"],
+    check_specs=[_schema_check(SCORECARD_DRIFT)],
+    group_name="monitoring",
+    kinds=TABLE_KINDS,
+    owners=["team:data-engineering"],
+)
+def scorecard_drift(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    """Per scorecard and day, from its final snapshot: calibration gap, PSI and precision/recall deltas.
+
+    The baseline is the 28 days before each day (``pe_assets.drift``); scorecard-days without a
+    final snapshot get no row. Validated against ``ScorecardDrift`` before it replaces the window.
+    """
+    window = partition_window(context)
+    history = PartitionWindow(start=window.start - timedelta(days=BASELINE_DAYS), end=window.end)
+    performance = warehouse.read(TABLES["fact_scorecard_performance"], history)
+    distribution = warehouse.read(TABLES["fact_scorecard_score_distribution"], history)
+    frame = typed_frame(
+        TABLES[SCORECARD_DRIFT], drift_frame(performance, distribution, window.days, loaded_at=clock.now())
+    )
+    in_window = performance[
+        (performance["extraction_date"].dt.date >= window.start) & (performance["extraction_date"].dt.date < window.end)
+    ]
+    scorecard_days = in_window.drop_duplicates(["scorecard_id", "extraction_date"])
+    yield from _write_partition(
+        context,
+        warehouse,
+        SCORECARD_DRIFT,
+        frame,
+        window,
+        {
+            "scorecard_days": len(scorecard_days),
+            "scorecard_days_without_final_snapshot": len(scorecard_days) - len(frame),
+            "max_psi": _max_or_none(frame["psi"]),
+            "max_calibration_gap": _max_or_none(frame["calibration_gap"]),
+        },
+    )
+
+
+def _max_or_none(values: pd.Series) -> float | None:
+    values = values.dropna()
+    return float(values.max()) if len(values) else None
+
+
+# -- WARN checks, one result per day ----------------------------------------------------------------
+
+
+def drift_verdicts(
+    warehouse: WarehouseResource,
+    window: PartitionWindow,
+    breaches: Callable[[pd.DataFrame], pd.Series],
+    rule: str,
+    *,
+    needs_baseline: bool,
+) -> dict[date, DayVerdict]:
+    """Per day: the drift rows for which ``breaches`` is true fail the day with severity WARN.
+
+    With ``needs_baseline``, rows with fewer than ``MIN_BASELINE_DAYS`` baseline days are skipped.
+    """
+    rows = warehouse.read(TABLES[SCORECARD_DRIFT], window)
+    rows["day"] = rows["extraction_date"].dt.date
+    verdicts: dict[date, DayVerdict] = {}
+    for day in window.days:
+        today = rows[rows["day"] == day]
+        judged = today[today["baseline_days"] >= MIN_BASELINE_DAYS] if needs_baseline else today
+        failing = judged[breaches(judged).fillna(False).astype(bool)] if len(judged) else judged
+        metadata: dict[str, Any] = {
+            "rule": rule,
+            "scorecards": len(today),
+            "scorecards_judged": len(judged),
+            "scorecards_breaching": dg.MetadataValue.json(sorted(failing["scorecard_id"].astype(str))),
+            "breaches": dg.MetadataValue.md(
+                failing[_SAMPLE_COLUMNS].to_markdown(index=False) if len(failing) else "_none_"
+            ),
+        }
+        if today.empty:
+            description = f"no drift rows for {day} (no final scorecard snapshot yet)"
+        elif failing.empty:
+            description = f"{len(judged)} of {len(today)} scorecard(s) judged on {day}: none breaches {rule}"
+        else:
+            description = f"{len(failing)} scorecard(s) on {day} breach {rule}"
+        verdicts[day] = DayVerdict(
+            passed=failing.empty, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+        )
+    return verdicts
+
+
+def _build_drift_check(
+    name: str,
+    rule: str,
+    breaches: Callable[[pd.DataFrame], pd.Series],
+    *,
+    needs_baseline: bool,
+) -> dg.AssetChecksDefinition:
+    baseline_note = f" Rows with fewer than {MIN_BASELINE_DAYS} baseline days are not judged." if needs_baseline else ""
+
+    @partitioned_asset_check(
+        asset=SCORECARD_DRIFT,
+        name=name,
+        description=f"WARN when a scorecard's drift row of the day breaches: {rule}.{baseline_note}",
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        verdicts = drift_verdicts(warehouse, check_window(context), breaches, rule, needs_baseline=needs_baseline)
+        yield from partition_check_evaluations(context, SCORECARD_DRIFT, name, verdicts)
+
+    return _check
+
+
+score_distribution_stable = _build_drift_check(
+    "score_distribution_stable",
+    f"psi > {PSI_THRESHOLD}",
+    lambda rows: rows["psi"] > PSI_THRESHOLD,
+    needs_baseline=True,
+)
+calibration_within_tolerance = _build_drift_check(
+    "calibration_within_tolerance",
+    f"calibration_gap > {CALIBRATION_GAP_THRESHOLD}",
+    lambda rows: rows["calibration_gap"] > CALIBRATION_GAP_THRESHOLD,
+    needs_baseline=False,
+)
+precision_recall_stable = _build_drift_check(
+    "precision_recall_stable",
+    f"precision_delta < -{METRIC_DROP_THRESHOLD} or recall_delta < -{METRIC_DROP_THRESHOLD}",
+    lambda rows: (rows["precision_delta"] < -METRIC_DROP_THRESHOLD) | (rows["recall_delta"] < -METRIC_DROP_THRESHOLD),
+    needs_baseline=True,
+)
