@@ -59,14 +59,15 @@ def _run(first: date, last: date) -> bool:
     # Imported here: the code location reads its settings from the environment set above.
     import warnings
 
-    from dagster import BetaWarning, DagsterInstance, PreviewWarning
+    from dagster import BetaWarning, DagsterInstance, PreviewWarning, SupersessionWarning
 
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
+    # Dagster's notes about its own API's maturity are for us, not for the person running the demo.
+    for category in (BetaWarning, PreviewWarning, SupersessionWarning):
+        warnings.filterwarnings("ignore", category=category)
 
     from pe_assets.definitions import defs
 
-    job = defs.get_job_def("pe_daily_job")
+    job = defs.resolve_job_def("pe_daily_job")
     with DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
@@ -93,7 +94,7 @@ def _print_summary(first: date, last: date) -> None:
     per_day = warehouse.query(
         "SELECT CAST(extraction_date AS VARCHAR) AS day, count(DISTINCT campaign_id) AS campaigns, "
         "count(*) AS steps, max(step_sequence) AS longest_funnel, "
-        "sum(CASE WHEN pending_backfill THEN 1 ELSE 0 END) AS steps_pending_backfill "
+        "CAST(sum(CASE WHEN pending_backfill THEN 1 ELSE 0 END) AS BIGINT) AS steps_pending_backfill "
         "FROM fact_predictive_journey WHERE extraction_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE) "
         "GROUP BY 1 ORDER BY 1",
         [first.isoformat(), last.isoformat()],
@@ -109,6 +110,7 @@ def _print_summary(first: date, last: date) -> None:
             "fact_scorecard_performance",
             "fact_scorecard_score_distribution",
             "fact_predictive_journey",
+            "scorecard_drift",
         )
     }
     print("\nrows per table (all days loaded so far):")
