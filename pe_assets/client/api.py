@@ -522,7 +522,9 @@ class PredictiveEngagementClient:
                     f"401 again after renewing the token: {err.detail}",
                     context_id=err.context_id,
                     code=err.code,
-                    retryable=False,
+                    # The login host just accepted our credentials: a 401 now is a revocation race,
+                    # not a wrong secret, so a later step retry can succeed.
+                    retryable=True,
                 )
         if response.is_success:
             return response

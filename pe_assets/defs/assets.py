@@ -13,17 +13,19 @@ reported as a failed, blocking check and never written), and replaces its partit
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from pe_assets.client import NotFoundError
+from pe_assets.client import NotFoundError, PredictiveEngagementError
 from pe_assets.config import warehouse_from_env
 from pe_assets.defs.partitions import daily_partitions, partition_window
 from pe_assets.defs.resources import LandingZoneResource, PredictiveEngagementResource, UtcClock
+from pe_assets.landing import LandingZone
 from pe_assets.schemas import TABLES, TableSpec, validate
 from pe_assets.transform import campaign_dim_frame, journey_frames, predictive_journey_frame, scorecard_frames
 from pe_assets.warehouse import PartitionWindow, WarehouseResource
@@ -69,6 +71,32 @@ def _client_metadata(stats: Any) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _permanent_api_errors_fail_fast() -> Iterator[None]:
+    """Let Dagster retry only what can succeed later (5xx, timeouts, a long Retry-After).
+
+    A wrong secret, a refused scope, a bad payload or a pagination loop fails the step for good,
+    instead of being retried for minutes by the assets' RetryPolicy.
+    """
+    try:
+        yield
+    except PredictiveEngagementError as exc:
+        if exc.retryable:
+            raise
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+def _landed_by_run(zone: LandingZone, dataset: str, days: Iterable[date], run_id: str) -> set[tuple[str, date]]:
+    """(source, day) pairs an earlier attempt of this run already landed: a step retry skips them,
+    so a retried run adds no second snapshot and spends no request twice."""
+    return {
+        (landed.source_id, day)
+        for day in days
+        for landed in zone.files(dataset, day)
+        if landed.envelope.get("run_id") == run_id
+    }
+
+
 # -- raw extraction ---------------------------------------------------------------------------------
 
 
@@ -95,9 +123,10 @@ def raw_campaign_journeys(
     """
     window = partition_window(context)
     zone = landing.zone()
-    with pe_api.client() as client:
+    done = _landed_by_run(zone, RAW_JOURNEYS, window.days, context.run_id)
+    with pe_api.client() as client, _permanent_api_errors_fail_fast():
         listing_pages = client.list_campaign_pages()
-        zone.write(CAMPAIGN_LISTING, "all", clock.now(), {"pages": listing_pages})
+        zone.write(CAMPAIGN_LISTING, "all", clock.now(), {"run_id": context.run_id, "pages": listing_pages})
         campaigns = [c for page in listing_pages for c in page["entities"]]
         extracted = [c for c in campaigns if c["status"] in EXTRACTED_STATUSES]
 
@@ -107,11 +136,11 @@ def raw_campaign_journeys(
                 pages = client.get_campaign_journey_pages(campaign["id"], day)
             except NotFoundError:
                 return campaign["id"], day, None  # archived since the listing
-            extracted_at = clock.now()
-            path = zone.write(RAW_JOURNEYS, campaign["id"], extracted_at, {"campaign": campaign, "pages": pages}, day)
-            return campaign["id"], day, path
+            payload = {"run_id": context.run_id, "campaign": campaign, "pages": pages}
+            return campaign["id"], day, zone.write(RAW_JOURNEYS, campaign["id"], clock.now(), payload, day)
 
-        results = client.map(extract, [(c, day) for day in window.days for c in extracted])
+        tasks = [(c, day) for day in window.days for c in extracted if (c["id"], day) not in done]
+        results = client.map(extract, tasks)
         stats = client.stats
 
     archived_during_run = sorted({f"{cid} ({day})" for cid, day, path in results if path is None})
@@ -124,6 +153,7 @@ def raw_campaign_journeys(
             "campaigns_extracted": len(extracted),
             "campaigns_skipped_archived": len(campaigns) - len(extracted),
             "campaign_days_landed": sum(1 for *_, path in results if path),
+            "campaign_days_landed_by_earlier_attempt": len(done),
             "campaign_days_archived_during_run": len(archived_during_run),
             "archived_during_run": dg.MetadataValue.json(archived_during_run),
             **_client_metadata(stats),
@@ -155,6 +185,7 @@ def raw_scorecards(
     """
     window = partition_window(context)
     zone = landing.zone()
+    done = _landed_by_run(zone, RAW_SCORECARDS, window.days, context.run_id)
     tasks = [
         (scorecard_id, day)
         for day in window.days
@@ -165,8 +196,9 @@ def raw_scorecards(
                 if f.envelope.get("campaign", {}).get("scorecardId")
             }
         )
+        if (scorecard_id, day) not in done
     ]
-    with pe_api.client() as client:
+    with pe_api.client() as client, _permanent_api_errors_fail_fast():
 
         def extract(task: tuple[str, date]) -> tuple[str, date, str | None]:
             scorecard_id, day = task
@@ -174,8 +206,8 @@ def raw_scorecards(
                 response = client.get_scorecard_performance(scorecard_id, day)
             except NotFoundError:
                 return scorecard_id, day, None
-            path = zone.write(RAW_SCORECARDS, scorecard_id, clock.now(), {"response": response}, day)
-            return scorecard_id, day, path
+            payload = {"run_id": context.run_id, "response": response}
+            return scorecard_id, day, zone.write(RAW_SCORECARDS, scorecard_id, clock.now(), payload, day)
 
         results = client.map(extract, tasks)
         stats = client.stats
@@ -184,6 +216,7 @@ def raw_scorecards(
         metadata={
             "days": len(window.days),
             "scorecard_days_landed": len(results) - len(missing),
+            "scorecard_days_landed_by_earlier_attempt": len(done),
             "scorecards_not_found": dg.MetadataValue.json(missing),
             **_client_metadata(stats),
         }
