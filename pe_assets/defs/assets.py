@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from pe_assets.client import NotFoundError, PredictiveEngagementError
+from pe_assets.client import ClientStats, NotFoundError, PredictiveEngagementError
 from pe_assets.config import warehouse_from_env
 from pe_assets.defs.partitions import daily_partitions, partition_window
 from pe_assets.defs.resources import LandingZoneResource, PredictiveEngagementResource, UtcClock
@@ -62,7 +62,7 @@ def _column_schema(spec: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, sql_type) for name, sql_type in spec.columns])
 
 
-def _client_metadata(stats: Any) -> dict[str, Any]:
+def _client_metadata(stats: ClientStats) -> dict[str, Any]:
     return {
         "api_requests": stats.requests,
         "api_pages": stats.pages,
