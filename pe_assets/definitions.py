@@ -7,15 +7,16 @@ reads the settings (failing early, naming any bad variable) and merges the piece
 import dagster as dg
 
 from pe_assets.config import Settings
-from pe_assets.defs import assets, automation, checks, monitoring, views
+from pe_assets.defs import automation, checks
+from pe_assets.defs.graph import all_asset_checks, all_assets
 from pe_assets.defs.jobs import pe_daily_job
 from pe_assets.defs.resources import build_resources
 
 settings = Settings.from_env()
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets, views, monitoring]),
-    asset_checks=[*dg.load_asset_checks_from_modules([assets, views, monitoring]), *checks.asset_checks],
+    assets=all_assets(),
+    asset_checks=all_asset_checks(),
     jobs=[pe_daily_job],
     schedules=automation.schedules,
     sensors=[*automation.sensors, *checks.sensors],

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -79,14 +78,11 @@ def _graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> 
 
 def _expected_graph() -> dict[str, set[str]]:
     """Every asset of the code location and its direct upstream assets, from the definitions."""
-    import dagster as dg
 
-    from pe_assets.defs import assets, views
+    from pe_assets.defs.graph import all_assets
 
     graph: dict[str, set[str]] = {}
-    for definition in dg.load_assets_from_modules([assets, views]):
-        if not isinstance(definition, dg.AssetsDefinition):
-            continue
+    for definition in all_assets():
         for key in definition.keys:
             graph[key.to_user_string()] = {dep.to_user_string() for dep in definition.asset_deps[key]}
     return graph
@@ -199,20 +195,24 @@ def test_lineage_partitions_and_a_partition_materialized_from_the_ui(webserver, 
             context.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
             page = context.new_page()
 
-            # 1. The global lineage, every group expanded: every asset is drawn.
-            expanded = ",".join(f"global@global:{group}" for group in sorted(groups))
-            page.goto(f"{base}/asset-groups?expanded={quote(expanded)}")
-            names = _wait_for_nodes(page, set(graph))
-            assert set(graph) <= names, f"missing from the lineage graph: {sorted(set(graph) - names)}"
-            page.wait_for_timeout(1000)  # let the edges settle for the picture
-            page.screenshot(path=str(shots / "lineage.png"))
-            if os.environ.get("PE_UPDATE_SCREENSHOTS") == "1":  # refresh the README's picture on request only
-                page.screenshot(path=str(REPO / "docs" / "lineage.png"))
+            # 1. The global lineage: with several groups it opens collapsed, one box per group; each
+            # group's own lineage page draws all of its assets.
+            page.goto(f"{base}/asset-groups")
+            assert set(groups) <= _wait_for_nodes(page, set(groups)), "asset groups missing from the global lineage"
+            page.screenshot(path=str(shots / "groups.png"))
+            for group, members in sorted(groups.items()):
+                page.goto(f"{base}/locations/pe_assets.definitions/asset-groups/{group}")
+                names = _wait_for_nodes(page, members)
+                assert members <= names, f"group {group}: missing from its lineage graph: {sorted(members - names)}"
+                page.wait_for_timeout(1000)  # let the edges settle for the picture
+                page.screenshot(path=str(shots / f"lineage_{group}.png"))
+                if group == "warehouse" and os.environ.get("PE_UPDATE_SCREENSHOTS") == "1":
+                    page.screenshot(path=str(REPO / "docs" / "lineage.png"))  # the README's picture, on request
 
             # 2. Each asset with its upstreams: the asset's own lineage tab, upstream, depth 1.
             for asset, upstream in sorted(graph.items()):
                 page.goto(f"{base}/assets/{asset}?view=lineage&lineageScope=upstream&lineageDepth=1")
-                shown = _wait_for_nodes(page, {asset, *upstream}, timeout=30) - groups  # group boxes too
+                shown = _wait_for_nodes(page, {asset, *upstream}, timeout=30) - set(groups)  # group boxes too
                 assert shown == {asset, *upstream}, f"{asset}: expected upstreams {sorted(upstream)}, UI shows {shown}"
             page.screenshot(path=str(shots / "upstream_last.png"))
 
@@ -255,17 +255,15 @@ def test_lineage_partitions_and_a_partition_materialized_from_the_ui(webserver, 
     assert any(day in str(path) for path in landed), f"nothing landed for {day}: {landed[:5]}"
 
 
-def _asset_groups() -> set[str]:
-    import dagster as dg
+def _asset_groups() -> dict[str, set[str]]:
+    """Each asset group and the assets in it, from the definitions."""
+    from pe_assets.defs.graph import all_assets
 
-    from pe_assets.defs import assets, views
-
-    return {
-        group
-        for definition in dg.load_assets_from_modules([assets, views])
-        if isinstance(definition, dg.AssetsDefinition)
-        for group in definition.group_names_by_key.values()
-    }
+    members: dict[str, set[str]] = {}
+    for definition in all_assets():
+        for key, group in definition.group_names_by_key.items():
+            members.setdefault(group, set()).add(key.to_user_string())
+    return members
 
 
 def _wait_for_run(base: str, day: str) -> tuple[str, str]:
