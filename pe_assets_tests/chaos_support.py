@@ -40,7 +40,7 @@ from pe_assets.defs.resources import OAuthClientConfig, PredictiveEngagementReso
 from pe_assets.schemas import TABLES
 from pe_assets.simulator import SimulatorConfig, SimulatorServer
 from pe_assets.warehouse import DuckDBWarehouse
-from pe_assets_tests.pipeline import pipeline_resources
+from pe_assets_tests.pipeline import pipeline_resources, run_days
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -86,20 +86,9 @@ def materialize(
     retry_delay: float = 0.2,
     instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize [first, last] as one ranged run (like ``run_days``) with short step retries."""
-    defs = dg.Definitions(
-        assets=short_retry_assets(retry_delay),
-        asset_checks=dg.load_asset_checks_from_modules([assets, views]),
-        jobs=[dg.define_asset_job("chaos_job", selection=selection or "*")],
-        resources=resources,
-    )
-    return defs.resolve_job_def("chaos_job").execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral(),
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
-        raise_on_error=False,
+    """Materialize [first, last] as one ranged run (``run_days``) with short step retries."""
+    return run_days(
+        resources, first, last, selection=selection, instance=instance, asset_defs=short_retry_assets(retry_delay)
     )
 
 
