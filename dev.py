@@ -4,7 +4,7 @@
     python3 dev.py demo [--days N]   run the main job on the embedded defaults (simulator -> DuckDB)
     python3 dev.py test [PYTEST ARGS] lint, then run the test suite
     python3 dev.py ui                start the simulator and the Dagster UI (dagster dev) on 127.0.0.1
-    python3 dev.py simulator [ARGS]  run the API simulator alone (python -m pe_assets.simulator --help)
+    python3 dev.py simulator [ARGS]  run the API simulator alone (python -m pe_dev.simulator --help)
     python3 dev.py setup             create or refresh the virtualenv only
 
 Each command first creates (or reuses) the virtualenv in .venv and installs the locked
@@ -74,14 +74,14 @@ def main(argv: list[str]) -> None:
         sys.exit(f"unknown command {command!r}\n{__doc__}")
     ensure_venv()
     if command == "demo":
-        _exec([PYTHON, "-m", "pe_assets.demo", *rest])
+        _exec([PYTHON, "-m", "pe_dev.demo", *rest])
     elif command == "test":
         _run([BIN / "ruff", "check", "."])
         _exec([PYTHON, "-m", "pytest", *rest])
     elif command == "ui":
-        _exec([PYTHON, "-m", "pe_assets.ui", *rest])
+        _exec([PYTHON, "-m", "pe_dev.ui", *rest])
     elif command == "simulator":
-        _exec([PYTHON, "-m", "pe_assets.simulator", *rest])
+        _exec([PYTHON, "-m", "pe_dev.simulator", *rest])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from urllib.parse import urljoin
 import httpx
 
 from pe_assets.client import OAuthCredentials, PredictiveEngagementClient
-from pe_assets.simulator import READ_SCOPES, ClientSpec, SimulatorConfig, SimulatorServer
+from pe_dev.simulator import READ_SCOPES, ClientSpec, SimulatorConfig, SimulatorServer
 
 
 @dataclass

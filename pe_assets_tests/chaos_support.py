@@ -38,9 +38,9 @@ from pydantic import Field
 from pe_assets.defs import assets, views
 from pe_assets.defs.resources import OAuthClientConfig, PredictiveEngagementResource
 from pe_assets.schemas import TABLES
-from pe_assets.simulator import SimulatorConfig, SimulatorServer
 from pe_assets.warehouse import DuckDBWarehouse
 from pe_assets_tests.pipeline import pipeline_resources, run_days
+from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pe_assets.simulator import SimulatorConfig, SimulatorServer
+from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pe_assets.defs.resources import (
     PredictiveEngagementResource,
     UtcClock,
 )
-from pe_assets.simulator import SimulatorServer
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
+from pe_dev.simulator import SimulatorServer
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

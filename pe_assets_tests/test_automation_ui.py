@@ -1,4 +1,4 @@
-"""``python -m pe_assets.ui``: its instance folder, its command, and a real start and Ctrl-C."""
+"""``python -m pe_dev.ui``: its instance folder, its command, and a real start and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pe_assets import ui
+from pe_dev import ui
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_ui_command_serves_and_stops_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PE_", "GENESYSCLOUD_", "DAGSTER_"))}
     log = (tmp_path / "ui.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "pe_assets.ui", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "pe_dev.ui", "--port", str(port), "--data-dir", str(tmp_path / "data")],
         cwd=REPO,
         env=env,
         stdout=log,

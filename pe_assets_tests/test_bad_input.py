@@ -35,7 +35,6 @@ import pytest
 from pe_assets.client import OAuthCredentials, PaginationError, PredictiveEngagementClient
 from pe_assets.config import Settings, SettingsError
 from pe_assets.defs.resources import OAuthClientConfig, PredictiveEngagementResource
-from pe_assets.simulator import SimulatorServer
 from pe_assets_tests.chaos_support import (
     FIRST_DAY,
     NOW,
@@ -45,6 +44,7 @@ from pe_assets_tests.chaos_support import (
     snapshot,
     start_simulator,
 )
+from pe_dev.simulator import SimulatorServer
 
 DAY1, DAY2 = FIRST_DAY, FIRST_DAY + timedelta(days=1)
 API = "/api/v2/predictive-engagement"

@@ -19,7 +19,7 @@ from pe_assets.client import (
     PredictiveEngagementClient,
     RetryAfterTooLong,
 )
-from pe_assets.simulator import READ_SCOPES, ClientSpec
+from pe_dev.simulator import READ_SCOPES, ClientSpec
 
 JOURNEY_FMT = "/api/v2/predictive-engagement/campaigns/{}/analytics"
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 
 from pe_assets.landing import LandingZone
-from pe_assets.simulator import SimulatorServer
 from pe_assets_tests.chaos_support import (
     FIRST_DAY,
     REPO_ROOT,
@@ -45,6 +44,7 @@ from pe_assets_tests.chaos_support import (
     start_simulator,
     wait_for,
 )
+from pe_dev.simulator import SimulatorServer
 
 SEED = 61
 DAY1, DAY2 = FIRST_DAY, FIRST_DAY + timedelta(days=1)

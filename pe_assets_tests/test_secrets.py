@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pe_assets.simulator import ClientSpec, SimulatorConfig, SimulatorServer
 from pe_assets_tests.chaos_support import REPO_ROOT, child_env
+from pe_dev.simulator import ClientSpec, SimulatorConfig, SimulatorServer
 
 CLIENT_ID = "pe-hygiene-client"
 SECRET = "S3CRET-canary-7f1c2e9a-do-not-log"

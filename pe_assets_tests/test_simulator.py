@@ -25,7 +25,7 @@ from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from pe_assets.simulator import (
+from pe_dev.simulator import (
     READ_SCOPES,
     SCORE_BUCKETS,
     WRITE_SCOPES,
@@ -798,7 +798,7 @@ def test_admin_endpoints(simulator: SimulatorServer, api: Api) -> None:
 
 
 def test_cli_starts_answers_and_stops(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "pe_assets.simulator", "--port", "0", "--seed", "5", "--campaigns", "8"]
+    cmd = [sys.executable, "-m", "pe_dev.simulator", "--port", "0", "--seed", "5", "--campaigns", "8"]
     cmd += ["--client", "cli-client:cli-secret", "--big-steps", "50", "--window", "2"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -1,6 +1,6 @@
 """The main job on the embedded defaults: simulator on loopback -> landing folder -> DuckDB.
 
-``python -m pe_assets.demo [--days N]`` starts the API simulator on a free loopback port, points
+``python -m pe_dev.demo [--days N]`` starts the API simulator on a free loopback port, points
 pe_assets at it, materializes the last N complete UTC days (default 7) as one ranged run of
 ``pe_daily_job`` in a persistent Dagster instance, and prints what was loaded. Settings already in
 the environment win, so the same command can run against a real org.
@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pe_assets.simulator import SimulatorConfig, SimulatorServer
+from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 # The demo's own rate settings: the simulator allows more than the client's cap, so the run is
 # quick and never sees a 429. Set PE_REQUESTS_PER_MINUTE yourself to watch the budget at work.

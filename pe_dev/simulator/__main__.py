@@ -1,4 +1,4 @@
-"""Command line: ``python -m pe_assets.simulator --port 8765 --seed 7`` (or ``pe-simulator``).
+"""Command line: ``python -m pe_dev.simulator --port 8765 --seed 7`` (or ``python3 dev.py simulator ...``).
 
 Prints ``pe-simulator listening on http://HOST:PORT`` once it serves, then runs until SIGINT or
 SIGTERM and exits 0.
@@ -13,8 +13,8 @@ import threading
 from datetime import datetime, timedelta
 from types import FrameType
 
-from pe_assets.simulator.config import FAULT_KINDS, ClientSpec, SimulatorConfig
-from pe_assets.simulator.server import SimulatorServer
+from pe_dev.simulator.config import FAULT_KINDS, ClientSpec, SimulatorConfig
+from pe_dev.simulator.server import SimulatorServer
 
 
 def _client(text: str) -> ClientSpec:

@@ -1,8 +1,8 @@
 """The Dagster UI on the embedded defaults: simulator on loopback -> landing folder -> DuckDB.
 
-``python -m pe_assets.ui [--port 3000] [--data-dir .pe_data]`` starts the API simulator in this
+``python -m pe_dev.ui [--port 3000] [--data-dir .pe_data]`` starts the API simulator in this
 process on a free loopback port, points pe_assets at it (the ``GENESYSCLOUD_*`` variables, as
-``pe_assets.demo`` does), keeps a persistent Dagster instance in ``<data dir>/dagster_home`` and
+``pe_dev.demo`` does), keeps a persistent Dagster instance in ``<data dir>/dagster_home`` and
 runs ``dagster dev -w workspace.yaml`` (webserver and daemon) on 127.0.0.1. Open the printed URL,
 pick a partition of any asset and click Materialize. Ctrl-C stops Dagster, then the simulator.
 
@@ -22,18 +22,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pe_assets.demo import DEMO_REQUESTS_PER_MINUTE, DEMO_SIMULATOR_LIMIT
-from pe_assets.simulator import SimulatorConfig, SimulatorServer
+from pe_dev.demo import DEMO_REQUESTS_PER_MINUTE, DEMO_SIMULATOR_LIMIT
+from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 STOP_TIMEOUT_SECONDS = 30.0
 
-# The instance of ``python -m pe_assets.ui``. Written only when absent or empty (``pe_assets.demo``
+# The instance of ``python -m pe_dev.ui``. Written only when absent or empty (``pe_dev.demo``
 # leaves an empty one): edit it freely afterwards.
 DAGSTER_YAML = """\
-# Written by `python -m pe_assets.ui`; edit freely, it is not overwritten.
+# Written by `python -m pe_dev.ui`; edit freely, it is not overwritten.
 telemetry:
   enabled: false
 concurrency:

@@ -7,13 +7,13 @@ scorecard outcomes and retraining, plus injectable faults. It shares no code wit
 
 Typical use::
 
-    from pe_assets.simulator import SimulatorConfig, SimulatorServer
+    from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
     with SimulatorServer(SimulatorConfig(seed=7), port=0) as sim:
         print(sim.api_url, sim.client_id, sim.client_secret)
 """
 
-from pe_assets.simulator.config import (
+from pe_dev.simulator.config import (
     ANALYTICS_SCOPE,
     FAULT_KINDS,
     READ_SCOPES,
@@ -22,8 +22,8 @@ from pe_assets.simulator.config import (
     ClientSpec,
     SimulatorConfig,
 )
-from pe_assets.simulator.data import SCORE_BUCKETS, World
-from pe_assets.simulator.server import RequestRecord, SimClock, SimulatorServer
+from pe_dev.simulator.predictive_engagement import SCORE_BUCKETS, World
+from pe_dev.simulator.server import RequestRecord, SimClock, SimulatorServer
 
 __all__ = [
     "ANALYTICS_SCOPE",

@@ -47,7 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from pe_assets.simulator.config import (
+from pe_dev.simulator.config import (
     ANALYTICS_SCOPE,
     FAULT_KINDS,
     VIEW_SCOPE,
@@ -55,7 +55,7 @@ from pe_assets.simulator.config import (
     ClientSpec,
     SimulatorConfig,
 )
-from pe_assets.simulator.data import World, day_start, iso_z
+from pe_dev.simulator.predictive_engagement import World, day_start, iso_z
 
 API_PREFIX = "/api/v2/predictive-engagement"
 TOKEN_PATH = "/oauth/token"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from pe_assets.simulator.config import SimulatorConfig
+from pe_dev.simulator.config import SimulatorConfig
 
 SCORE_BUCKETS: tuple[str, ...] = ("0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0")
 #: outcomes of a window become final this long after the window ends
