@@ -7,14 +7,9 @@ granted...). Real sockets and a real httpx client: nothing is mocked.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -30,132 +25,7 @@ from pe_assets.client import (
     RetryAfterTooLong,
     ServerError,
 )
-
-
-@dataclass
-class Canned:
-    status: int = 200
-    body: bytes | str | Any = b"{}"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def raw(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode()
-        return json.dumps(self.body).encode()
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: str
-    authorization: str | None
-    at: float
-
-
-class ScriptedServer:
-    """Context manager: ``with ScriptedServer() as srv: srv.url; srv.script(path, Canned(...))``."""
-
-    def __init__(self) -> None:
-        self.token_body: dict[str, Any] = {
-            "access_token": "tok-SECRET-abc",
-            "token_type": "bearer",
-            "expires_in": 3600,
-            "scope": "predictive-engagement:view predictive-engagement:analytics:view",
-        }
-        self.token_status = 200
-        self.requests: list[Seen] = []
-        self._queues: dict[str, deque[Canned]] = defaultdict(deque)
-        self._defaults: dict[str, Canned] = {}
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _answer(self, canned: Canned) -> None:
-                raw = canned.raw()
-                self.send_response(canned.status)
-                headers = {"Content-Type": "application/json", **canned.headers}
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def _handle(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                parts = urlsplit(self.path)
-                with outer._lock:
-                    outer.requests.append(
-                        Seen(
-                            method,
-                            parts.path,
-                            parts.query,
-                            self.headers.get("Authorization"),
-                            time.monotonic(),
-                        )
-                    )
-                    if parts.path == "/oauth/token":
-                        canned = Canned(outer.token_status, outer.token_body)
-                    elif outer._queues[parts.path]:
-                        canned = outer._queues[parts.path].popleft()
-                    else:
-                        canned = outer._defaults.get(
-                            parts.path,
-                            Canned(
-                                404,
-                                {
-                                    "message": "no script",
-                                    "code": "not.found",
-                                    "status": 404,
-                                    "contextId": "ctx-404",
-                                },
-                            ),
-                        )
-                self._answer(canned)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_POST(self) -> None:
-                self._handle("POST")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def script(self, path: str, *responses: Canned, default: Canned | None = None) -> None:
-        """Queue responses for ``path`` (served once each, in order); ``default`` after that."""
-        with self._lock:
-            self._queues[path].extend(responses)
-            if default is not None:
-                self._defaults[path] = default
-
-    def api_requests(self) -> list[Seen]:
-        with self._lock:
-            return [r for r in self.requests if r.path != "/oauth/token"]
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
+from pe_assets_tests.scripted_server import Canned, ScriptedServer
 
 # ---------------------------------------------------------------------------------------------
 CID = "camp-1"

@@ -1,51 +1,36 @@
-"""The Predictive Engagement API client: endpoints, pagination, retries, budget, stats."""
+"""The Predictive Engagement (seed contract) client: its endpoints, pagination and payload checks.
+
+Tokens, the rate budget, retries and the transport live in ``base.ApiClientBase``.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from typing import Any
+from urllib.parse import quote
 
-import httpx
+from .auth import READ_SCOPES, OAuthCredentials
+from .base import ApiClientBase, ClientStats, Params
+from .errors import ClientConfigError, PaginationError, PayloadError
 
-from .auth import READ_SCOPES, OAuthCredentials, TokenProvider, check_requested_scopes
-from .budget import Grant, RateBudget, budget_key
-from .errors import (
-    AuthenticationError,
-    ClientConfigError,
-    PaginationError,
-    PayloadError,
-    RetryAfterTooLong,
-)
-from .http import (
-    RetrySettings,
-    check_base_url,
-    connection_error,
-    context_id,
-    error_for_status,
-    exhausted_window_seconds,
-    origin,
-    parse_json,
-    retry_after_seconds,
-    retrying,
-)
+__all__ = [
+    "ANALYTICS_PAGE_SIZE",
+    "DEFAULT_REQUESTS_PER_MINUTE",
+    "LISTING_PAGE_SIZE",
+    "ClientStats",
+    "PredictiveEngagementClient",
+]
 
 log = logging.getLogger("pe_assets.client")
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 BASE_PATH = "/api/v2/predictive-engagement"
+#: The domain guide's cap per OAuth client and minute (the one default of PE_REQUESTS_PER_MINUTE).
+DEFAULT_REQUESTS_PER_MINUTE = 80
 #: Largest page the analytics endpoint serves (the guide's "maximum allowed").
 ANALYTICS_PAGE_SIZE = 1000
 #: Largest page of the campaign and scorecard listings.
@@ -59,63 +44,6 @@ _PERFORMANCE_METRICS = (
     "actualConversionRate",
     "predictedConversionRate",
 )
-
-
-@dataclass(frozen=True)
-class ClientStats:
-    """A snapshot of what a client did (no secrets, no tokens).
-
-    Attributes:
-        requests: API requests sent (every attempt, retries included; token requests excluded).
-        pages: successful API responses (pages of listings and analytics, single entities).
-        rate_limited_429s: 429 answers received (API and token endpoint).
-        retries: attempts repeated after a failure (429, 5xx, timeout, connection error, 401 renewal).
-        token_requests: requests sent to the token endpoint.
-        requests_by_client: API requests sent per OAuth client id.
-        budget_wait_seconds: total time threads spent waiting for the rate budget.
-    """
-
-    requests: int = 0
-    pages: int = 0
-    rate_limited_429s: int = 0
-    retries: int = 0
-    token_requests: int = 0
-    requests_by_client: dict[str, int] = field(default_factory=dict)
-    budget_wait_seconds: float = 0.0
-
-
-class _StatsRecorder:
-    """Thread-safe counters behind ``ClientStats``."""
-
-    def __init__(self, client_ids: Iterable[str]) -> None:
-        self._lock = threading.Lock()
-        self._counts = {"requests": 0, "pages": 0, "rate_limited_429s": 0, "retries": 0, "token_requests": 0}
-        self._by_client = dict.fromkeys(client_ids, 0)
-        self._wait = 0.0
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += n
-
-    def request(self, client_id: str) -> None:
-        with self._lock:
-            self._counts["requests"] += 1
-            self._by_client[client_id] += 1
-
-    def waited(self, seconds: float) -> None:
-        with self._lock:
-            self._wait += seconds
-
-    def snapshot(self) -> ClientStats:
-        with self._lock:
-            return ClientStats(**self._counts, requests_by_client=dict(self._by_client), budget_wait_seconds=self._wait)
-
-
-@dataclass
-class _Credential:
-    credentials: OAuthCredentials
-    key: str
-    tokens: TokenProvider
 
 
 def _utc_midnight(day: date) -> datetime:
@@ -145,14 +73,15 @@ def _require_day(endpoint: str, body: dict[str, Any], day: date) -> None:
             raise PayloadError(endpoint, f"{name} is {body.get(name)!r}, asked for {_iso_z(expected)}", status=200)
 
 
-class PredictiveEngagementClient:
+class PredictiveEngagementClient(ApiClientBase):
     """Read-only client of the Predictive Engagement analytics API (see the OpenAPI contract).
 
-    One pooled ``httpx.Client`` (keep-alive, TLS verification on) is shared by every thread. Each
-    request first takes a slot from the rate budget of the OAuth client with the most budget left
-    (shared across processes via ``budget_path``), then gets that client's bearer token, then is
-    sent; failures are retried by tenacity (429 after Retry-After; 5xx, timeouts and connection
-    errors with exponential backoff and jitter; a 401 renews the token and repeats the call once).
+    Tokens, the shared rate budget, retries, the thread pool and stats come from ``ApiClientBase``:
+    one pooled ``httpx.Client`` shared by every thread; each request takes a slot from the rate
+    budget of the OAuth client with the most budget left (shared across processes via
+    ``budget_path``), gets that client's bearer token, and is retried by tenacity (429 after
+    Retry-After; 5xx, timeouts and connection errors with backoff and jitter; a 401 renews the
+    token and repeats the call once).
 
     Args:
         api_url: API base, e.g. ``https://api.mypurecloud.com`` (http only for loopback hosts).
@@ -180,7 +109,7 @@ class PredictiveEngagementClient:
         login_url: str,
         credentials: Sequence[OAuthCredentials] | OAuthCredentials,
         *,
-        requests_per_minute: int = 80,
+        requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE,
         budget_path: Path | str | None = None,
         timeout_seconds: float = 30.0,
         max_retry_after_seconds: float = 300.0,
@@ -194,150 +123,29 @@ class PredictiveEngagementClient:
         max_rate_limited_attempts: int = 20,
         backoff_seconds: float = 0.5,
     ) -> None:
-        self.api_url = check_base_url(api_url, "api_url")
-        self.login_url = check_base_url(login_url, "login_url")
-        self._api_origin = origin(self.api_url)
-        if isinstance(credentials, OAuthCredentials):
-            credentials = [credentials]
-        credentials = list(credentials)
-        if not credentials or not all(isinstance(c, OAuthCredentials) for c in credentials):
-            raise ClientConfigError("credentials must be one or more OAuthCredentials")
-        if len({c.client_id for c in credentials}) != len(credentials):
-            raise ClientConfigError("each OAuth client may be given only once")
-        self.scopes = check_requested_scopes(scopes)
-        for name, value in (
-            ("requests_per_minute", requests_per_minute),
-            ("max_attempts", max_attempts),
-            ("max_concurrency", max_concurrency),
-            ("max_pages", max_pages),
-            ("max_rate_limited_attempts", max_rate_limited_attempts),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ClientConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name, number in (
-            ("timeout_seconds", timeout_seconds),
-            ("rate_window_seconds", rate_window_seconds),
-            ("max_retry_after_seconds", max_retry_after_seconds),
-        ):
-            if not number > 0:
-                raise ClientConfigError(f"{name} must be positive, got {number!r}")
-        self.requests_per_minute = requests_per_minute
-        self.rate_window_seconds = float(rate_window_seconds)
-        self.max_retry_after_seconds = float(max_retry_after_seconds)
-        self.max_concurrency = max_concurrency
-        self.max_pages = max_pages
-        self._clock = clock
-        self._sleep = sleep
-        self._rng = random.Random()
-        self._retry = RetrySettings(
+        super().__init__(
+            api_url,
+            login_url,
+            credentials,
+            requests_per_minute=requests_per_minute,
+            budget_path=budget_path,
+            timeout_seconds=timeout_seconds,
+            max_retry_after_seconds=max_retry_after_seconds,
             max_attempts=max_attempts,
+            max_concurrency=max_concurrency,
+            rate_window_seconds=rate_window_seconds,
+            scopes=scopes,
+            clock=clock,
+            sleep=sleep,
+            max_pages=max_pages,
             max_rate_limited_attempts=max_rate_limited_attempts,
             backoff_seconds=backoff_seconds,
         )
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_seconds),
-            limits=httpx.Limits(max_connections=max_concurrency + 2, max_keepalive_connections=max_concurrency + 2),
-            verify=True,
-            follow_redirects=False,  # a redirect could carry the bearer token elsewhere
-            headers={"Accept": "application/json", "User-Agent": "pe_assets-client/1"},
-        )
-        self._budget = RateBudget(
-            Path(budget_path) if budget_path is not None else None,
-            cap=requests_per_minute,
-            window=self.rate_window_seconds,
-            clock=clock,
-            # A request cannot run much longer than its timeouts; a crashed process's slot frees then.
-            inflight_deadline=4 * timeout_seconds + 5,
-        )
-        self._stats = _StatsRecorder(c.client_id for c in credentials)
-        self._credentials: dict[str, _Credential] = {}
-        for cred in credentials:
-            key = budget_key(cred.client_id)
-            tokens = TokenProvider(
-                self._http,
-                self.login_url,
-                cred,
-                self.scopes,
-                clock=clock,
-                sleep=sleep,
-                retry=self._retry,
-                max_retry_after=self.max_retry_after_seconds,
-                on_request=lambda: self._stats.add("token_requests"),
-            )
-            self._credentials[key] = _Credential(cred, key, tokens)
-        self._keys = list(self._credentials)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._in_pool = threading.local()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        ids = [c.credentials.client_id for c in self._credentials.values()]
-        return (
-            f"PredictiveEngagementClient(api_url={self.api_url!r}, client_ids={ids!r}, "
-            f"requests_per_minute={self.requests_per_minute}, rate_window_seconds={self.rate_window_seconds})"
-        )
-
-    # -- lifecycle --------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop the thread pool and close the connection pool and the budget file."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._http.close()
-        self._budget.close()
-
-    def __enter__(self) -> PredictiveEngagementClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def stats(self) -> ClientStats:
-        """What the client did so far (a consistent snapshot)."""
-        return self._stats.snapshot()
-
-    # -- concurrency ------------------------------------------------------------------------------
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """Run ``fn`` over ``items`` on the client's pool of ``max_concurrency`` threads.
-
-        Results keep the order of ``items``. The first failure (in item order) is re-raised after
-        the tasks not yet started are cancelled. Called from inside ``fn`` it runs sequentially
-        (a nested map on the same bounded pool could deadlock).
-        """
-        items = list(items)
-        if getattr(self._in_pool, "active", False) or len(items) <= 1:
-            return [fn(item) for item in items]
-
-        def run(item: T) -> R:
-            self._in_pool.active = True
-            try:
-                return fn(item)
-            finally:
-                self._in_pool.active = False
-
-        with self._pool_lock:
-            if self._closed:
-                raise ClientConfigError("the client is closed")
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="pe-client")
-            futures: list[Future[R]] = [self._pool.submit(run, item) for item in items]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
 
     # -- endpoints --------------------------------------------------------------------------------
     def list_campaign_pages(self, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every raw page of the campaign listing, in the order served (``pageSize=100``)."""
-        params: list[tuple[str, str | int]] = [("pageSize", LISTING_PAGE_SIZE)]
+        params: Params = [("pageSize", LISTING_PAGE_SIZE)]
         params += [("status", s) for s in statuses or ()]
         return self._paginate(f"{BASE_PATH}/campaigns", params, self._check_listing)
 
@@ -361,7 +169,7 @@ class PredictiveEngagementClient:
         in the middle of the pagination.
         """
         start = _utc_midnight(day)
-        params: list[tuple[str, str | int]] = [
+        params: Params = [
             ("dateFrom", _iso_z(start)),
             ("dateTo", _iso_z(start + timedelta(days=1))),
             ("groupBy", "step"),
@@ -409,7 +217,7 @@ class PredictiveEngagementClient:
     def get_scorecard_performance(self, scorecard_id: str, day: date) -> dict[str, Any]:
         """A scorecard's model performance over one UTC day, as served (``metric=performance``)."""
         start = _utc_midnight(day)
-        params: list[tuple[str, str | int]] = [
+        params: Params = [
             ("dateFrom", _iso_z(start)),
             ("dateTo", _iso_z(start + timedelta(days=1))),
             ("metric", "performance"),
@@ -445,24 +253,7 @@ class PredictiveEngagementClient:
             raise PayloadError(endpoint, "listing entity without an id", status=200)
         _check_next(endpoint, body)
 
-    def _resolve_next(self, endpoint: str, next_uri: str) -> str:
-        """Resolve a ``nextPageUri`` against ``api_url``; refuse any other scheme, host or port.
-
-        The bearer token goes only to the configured API host, so a page pointing elsewhere is a
-        PaginationError, never a request.
-        """
-        resolved = urljoin(self.api_url + "/", next_uri)
-        parts = urlsplit(resolved)
-        if parts.username or parts.password or origin(resolved) != self._api_origin or parts.fragment:
-            raise PaginationError(
-                endpoint,
-                f"nextPageUri points outside {self.api_url} (to {parts.scheme}://{parts.netloc}); refused",
-            )
-        return resolved
-
-    def _paginate(
-        self, path: str, params: list[tuple[str, str | int]], check: Callable[[str, Any], None]
-    ) -> list[dict[str, Any]]:
+    def _paginate(self, path: str, params: Params, check: Callable[[str, Any], None]) -> list[dict[str, Any]]:
         pages: list[dict[str, Any]] = []
         body, endpoint = self._get_json(path, params)
         check(endpoint, body)
@@ -481,106 +272,10 @@ class PredictiveEngagementClient:
         return pages
 
     # -- requests ---------------------------------------------------------------------------------
-    def _get_json(self, path_or_url: str, params: list[tuple[str, str | int]] | None) -> tuple[Any, str]:
+    def _get_json(self, path_or_url: str, params: Params | None) -> tuple[Any, str]:
         """GET with budget, token, retries; return (parsed JSON, ``GET /path``)."""
-        url = path_or_url if "://" in path_or_url else self.api_url + path_or_url
-        path = urlsplit(url).path
-        endpoint = f"GET {path}"
-
-        def on_retry(exc: BaseException, delay: float) -> None:
-            self._stats.add("retries")
-            log.warning("retrying %s in %.2fs after: %s", endpoint, delay, exc)
-
-        response = retrying(self._retry, sleep=self._sleep, on_retry=on_retry, rng=self._rng)(
-            self._attempt, url, path, params
-        )
-        body = parse_json(response, endpoint)
-        if isinstance(body, dict) and isinstance(body.get("contextId"), str) and "status" in body:
-            # A 2xx carrying an error body is not data.
-            raise PayloadError(
-                endpoint,
-                f"error body with HTTP 200: {body.get('message')!r}",
-                status=200,
-                context_id=context_id(response, body),
-            )
-        self._stats.add("pages")
+        body, endpoint, _ = self._request_json("GET", path_or_url, params)
         return body, endpoint
-
-    def _attempt(self, url: str, path: str, params: list[tuple[str, str | int]] | None) -> httpx.Response:
-        """One attempt; a 401 renews that OAuth client's token and repeats the call once."""
-        credential, response, token = self._send(self._keys, url, path, params)
-        if response.status_code == 401:
-            credential.tokens.invalidate(token)
-            self._stats.add("retries")
-            credential, response, _ = self._send([credential.key], url, path, params)
-            if response.status_code == 401:
-                err = error_for_status("GET", path, response, max_retry_after=self.max_retry_after_seconds)
-                raise AuthenticationError(
-                    "GET",
-                    path,
-                    401,
-                    f"401 again after renewing the token: {err.detail}",
-                    context_id=err.context_id,
-                    code=err.code,
-                    # The login host just accepted our credentials: a 401 now is a revocation race,
-                    # not a wrong secret, so a later step retry can succeed.
-                    retryable=True,
-                )
-        if response.is_success:
-            return response
-        raise error_for_status("GET", path, response, max_retry_after=self.max_retry_after_seconds)
-
-    def _acquire(self, keys: Sequence[str], path: str) -> Grant:
-        while True:
-            decision = self._budget.try_acquire(keys)
-            if isinstance(decision, Grant):
-                return decision
-            if decision.hold_seconds > self.max_retry_after_seconds:
-                # Another thread or process was told to wait hours: fail now, retryably.
-                raise RetryAfterTooLong(
-                    "GET",
-                    path,
-                    429,
-                    f"every OAuth client is held for {decision.hold_seconds:.0f}s (> "
-                    f"{self.max_retry_after_seconds:.0f}s cap) after a 429; retry the extraction later",
-                    retry_after=decision.hold_seconds,
-                )
-            self._stats.waited(decision.seconds)
-            self._sleep(decision.seconds)
-
-    def _send(
-        self, keys: Sequence[str], url: str, path: str, params: list[tuple[str, str | int]] | None
-    ) -> tuple[_Credential, httpx.Response, str]:
-        """Take a budget slot, send once, release the slot when the answer (or failure) is in."""
-        grant = self._acquire(keys, path)
-        credential = self._credentials[grant.key]
-        try:
-            token = credential.tokens.get()
-            self._stats.request(credential.credentials.client_id)
-            try:
-                response = self._http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
-            except httpx.TransportError as exc:
-                raise connection_error("GET", path, exc) from None
-        finally:
-            self._budget.release(grant)
-        if response.status_code == 429:
-            self._stats.add("rate_limited_429s")
-            retry_after = _retry_after_or_reset(response)
-            if retry_after is not None and retry_after <= self.max_retry_after_seconds:
-                # Keep every thread and process off this OAuth client until the server's instant.
-                self._budget.hold(grant.key, retry_after)
-        else:
-            quiet = exhausted_window_seconds(response)
-            if quiet is not None:
-                # Bounded: a wrong header must not park the client (nor trip RetryAfterTooLong).
-                self._budget.hold(grant.key, min(quiet, self.rate_window_seconds * 2, self.max_retry_after_seconds))
-        return credential, response, token
-
-
-def _retry_after_or_reset(response: httpx.Response) -> float | None:
-    """A 429's wait: Retry-After, else the rate-limit headers' reset, else None."""
-    value = retry_after_seconds(response)
-    return value if value is not None else exhausted_window_seconds(response)
 
 
 def _check_next(endpoint: str, body: dict[str, Any]) -> None:

@@ -30,19 +30,25 @@ def is_write_scope(scope: str) -> bool:
     return action in _WRITE_ACTIONS or "*" in scope
 
 
-def check_requested_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
-    """Refuse write scopes and anything beyond the read scopes (least privilege)."""
+def check_requested_scopes(
+    scopes: Sequence[str], allowed: Sequence[str] = READ_SCOPES, *, allow_none: bool = False
+) -> tuple[str, ...]:
+    """Refuse write scopes and anything beyond ``allowed`` (least privilege).
+
+    ``allow_none``: an empty request is fine (Genesys authorizes a client-credentials token by
+    its role's permissions, so the real API needs no scope at all).
+    """
     requested = tuple(dict.fromkeys(s.strip() for s in scopes if s.strip()))
     writes = [s for s in requested if is_write_scope(s)]
     if writes:
         raise ClientConfigError(
-            f"write scope(s) {writes} refused: the extraction client must be read-only (allowed: {list(READ_SCOPES)})"
+            f"write scope(s) {writes} refused: the extraction client must be read-only (allowed: {list(allowed)})"
         )
-    extra = [s for s in requested if s not in READ_SCOPES]
+    extra = [s for s in requested if s not in allowed]
     if extra:
-        raise ClientConfigError(f"scope(s) {extra} not needed; allowed: {list(READ_SCOPES)}")
-    if not requested:
-        raise ClientConfigError(f"no scope requested; use {list(READ_SCOPES)}")
+        raise ClientConfigError(f"scope(s) {extra} not needed; allowed: {list(allowed)}")
+    if not requested and not allow_none:
+        raise ClientConfigError(f"no scope requested; use {list(allowed)}")
     return requested
 
 
@@ -145,11 +151,14 @@ class TokenProvider:
         endpoint = f"POST {self.TOKEN_PATH}"
         issued = self._clock()  # before sending: the token cannot be older than this
         self._on_request()
+        form = {"grant_type": "client_credentials"}
+        if self._scopes:  # no scope at all when none is asked (Genesys: the role's permissions rule)
+            form["scope"] = " ".join(self._scopes)
         try:
             response = self._http.post(
                 self._url,
                 auth=httpx.BasicAuth(self._credentials.client_id, self._credentials.client_secret),
-                data={"grant_type": "client_credentials", "scope": " ".join(self._scopes)},
+                data=form,
                 headers={"Accept": "application/json"},
             )
         except httpx.TransportError as exc:

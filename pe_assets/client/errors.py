@@ -125,3 +125,41 @@ class PayloadError(ResponseError):
 
 class PaginationError(ResponseError):
     """A ``nextPageUri`` the client refuses to follow: foreign host, a loop, or too many pages."""
+
+
+class PermissionDeniedError(ApiError):
+    """403 ``missing.any.permissions`` / ``missing.permissions``: the OAuth client's role lacks a permission.
+
+    Never retryable: no amount of waiting grants a permission; an administrator must add it to
+    the role of the OAuth client. ``missing_permissions`` lists what the body named (or, when it
+    named none, what the endpoint is documented to need).
+    """
+
+    retryable = False
+
+    def __init__(self, *args: object, missing_permissions: tuple[str, ...] = (), **kwargs: object) -> None:
+        self.missing_permissions = missing_permissions
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class AsyncJobError(PredictiveEngagementError):
+    """An async aggregate job that gave no results: FAILED/EXPIRED again after one resubmission,
+    or still running at the polling deadline (then ``retryable``: a later run may find the service
+    less busy).
+
+    Attributes:
+        endpoint: ``METHOD /path`` of the job family.
+        job_id: the last job submitted.
+        state: its last state (``FAILED``, ``EXPIRED``, ``CANCELLED``, or ``PENDING``/``QUEUED`` at
+            the deadline).
+        detail: the job's ``errorMessage`` or why the client gave up.
+    """
+
+    def __init__(self, endpoint: str, job_id: str, state: str, detail: str, *, retryable: bool) -> None:
+        self.endpoint, self.job_id, self.state, self.detail = endpoint, job_id, state, detail
+        self.retryable = retryable
+        super().__init__(f"{endpoint} -> job {job_id} {state}: {detail}")
+
+
+class QueryCancelledError(PredictiveEngagementError):
+    """The caller's cancel hook asked to stop; any async job in flight was deleted first."""

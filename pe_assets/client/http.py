@@ -11,7 +11,8 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -27,6 +28,7 @@ from .errors import (
     ClientConfigError,
     NotFoundError,
     PayloadError,
+    PermissionDeniedError,
     RateLimitedError,
     RetryAfterTooLong,
     ServerError,
@@ -163,8 +165,44 @@ def exhausted_window_seconds(response: httpx.Response) -> float | None:
     return max(max(waits), 0.5)
 
 
-def error_for_status(method: str, path: str, response: httpx.Response, *, max_retry_after: float) -> ApiError:
-    """The exception for a non-2xx response (RetryAfterTooLong when the server asks too long a wait)."""
+#: Genesys permission names: ``domain:entity:action`` (``analytics:journeyAggregate:view``); the seed
+#: contract's scopes have two parts (``predictive-engagement:view``).
+_PERMISSION = re.compile(r"[A-Za-z][\w-]*(?::[A-Za-z*][\w*-]*){1,2}")
+_PERMISSION_CODES = frozenset({"missing.any.permissions", "missing.permissions"})
+
+
+def _named_permissions(body: Any) -> tuple[str, ...]:
+    """Permissions a Genesys 403 body names, in order, without repeats.
+
+    Genesys writes them into ``message`` ("... at least one of the following permissions
+    assigned: [analytics:journeyAggregate:view]") and sometimes ``messageParams``; both are read.
+    """
+    if not isinstance(body, dict):
+        return ()
+    texts: list[str] = [body.get("message") or ""]
+    params = body.get("messageParams")
+    if isinstance(params, dict):
+        texts += [v for v in params.values() if isinstance(v, str)]
+    found: list[str] = []
+    for text in texts:
+        if isinstance(text, str):
+            found += _PERMISSION.findall(text)
+    return tuple(dict.fromkeys(found))
+
+
+def error_for_status(
+    method: str,
+    path: str,
+    response: httpx.Response,
+    *,
+    max_retry_after: float,
+    permissions: Sequence[str] = (),
+) -> ApiError:
+    """The exception for a non-2xx response (RetryAfterTooLong when the server asks too long a wait).
+
+    ``permissions``: what the endpoint needs, named in a PermissionDeniedError when a 403 body
+    does not say which permission is missing.
+    """
     status = response.status_code
     try:
         body: Any = json.loads(response.content.decode("utf-8"), parse_constant=_reject_constant)
@@ -192,6 +230,18 @@ def error_for_status(method: str, path: str, response: httpx.Response, *, max_re
         return RateLimitedError(method, path, status, detail, context_id=ctx, code=code, retry_after=retry_after)
     if status == 404:
         return NotFoundError(method, path, status, detail, context_id=ctx, code=code)
+    if status == 403 and code in _PERMISSION_CODES:
+        missing = _named_permissions(body) or tuple(permissions)
+        named = ", ".join(missing) if missing else "a permission the body does not name"
+        return PermissionDeniedError(
+            method,
+            path,
+            status,
+            f"the OAuth client's role lacks {named}; grant it in Genesys Cloud (not retryable) ({detail})"[:400],
+            context_id=ctx,
+            code=code,
+            missing_permissions=missing,
+        )
     if status >= 500:
         return ServerError(method, path, status, detail, context_id=ctx, code=code)
     return ApiError(method, path, status, detail, context_id=ctx, code=code, retryable=False)
