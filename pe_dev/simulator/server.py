@@ -4,8 +4,15 @@ One ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) serves the login path, the AP
 the ``/_simulator/`` admin paths. The standard library server gives us the raw socket, which a
 "drop" fault needs (close the connection without any answer).
 
+Two contracts share the host, the token endpoint, the rate limiter and the clock: the seed
+contract (``/api/v2/predictive-engagement/...``, handled here) and the real Genesys journey
+aggregates + action maps (``journey_aggregates.py``). For the latter, authorization is by the
+client's Genesys permissions instead of scopes, responses carry only the real
+``inin-ratelimit-*`` headers, and a 429 has the code ``too.many.requests.retry.after``.
+
 Request pipeline for an API path: route (404/405) -> bearer token (401) -> injected fault ->
-scopes (403) -> rate limit (429) -> latency -> handler (200/400/404). Only requests that pass
+scopes or, for the journey contract, permissions (403) -> rate limit (429) -> latency -> handler
+(200/202/204/400/404/413, or 429 for the per-client async job limit). Only requests that pass
 the rate limit are counted (cost 1, or 2 for an on-the-fly window); 401/403/404-route/405 and
 injected faults are not. Admin paths and the token endpoint are never counted.
 
@@ -22,6 +29,11 @@ Admin endpoints (JSON bodies or query parameters; not rate-limited, not logged):
 * ``GET  /_simulator/campaigns``, ``/_simulator/scorecards``, ``/_simulator/roles``
 * ``GET  /_simulator/expected-steps?campaignId=&day=YYYY-MM-DD``,
   ``GET /_simulator/expected-scorecard?scorecardId=&day=YYYY-MM-DD``
+* ``GET  /_simulator/action-maps``, ``/_simulator/action-map-roles``, ``/_simulator/journey-jobs``,
+  ``GET /_simulator/expected-action-map-funnel?actionMapId=&day=YYYY-MM-DD`` -> ``{"funnel"}``
+  (``null``: no bucket that day)
+* ``POST /_simulator/journey-faults`` ``{"kind", "count", "pathContains", "value", "afterPages"}``;
+  ``DELETE /_simulator/journey-faults`` clears them
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from pe_dev.simulator import journey_aggregates
 from pe_dev.simulator.config import (
     ANALYTICS_SCOPE,
     FAULT_KINDS,
@@ -55,6 +68,7 @@ from pe_dev.simulator.config import (
     ClientSpec,
     SimulatorConfig,
 )
+from pe_dev.simulator.journey_aggregates import JourneyService
 from pe_dev.simulator.predictive_engagement import World, day_start, iso_z
 
 API_PREFIX = "/api/v2/predictive-engagement"
@@ -359,6 +373,8 @@ class SimulatorServer:
         self.clock = SimClock(self.config.frozen_now, self.config.clock_offset)
         self.limiter = RateLimiter(self.config.window_seconds)
         self.cursors = CursorCodec(self.config.seed)
+        #: the journey-aggregates contract: action-map world, async jobs, its faults
+        self.journey = JourneyService(self.config, self.clock.now, self.cursors)
         self.request_log: list[RequestRecord] = []
         self._lock = threading.RLock()
         self._clients: dict[str, ClientSpec] = {c.client_id: c for c in self.config.clients}
@@ -550,6 +566,68 @@ class SimulatorServer:
         with self._lock:
             return [r.to_dict() for r in self.request_log]
 
+    def count_requests(self, path_contains: str, method: str | None = None) -> int:
+        """How many logged requests hit a path containing ``path_contains`` (optionally one method)."""
+        with self._lock:
+            return sum(
+                1
+                for r in self.request_log
+                if path_contains in r.path and (method is None or r.method == method.upper())
+            )
+
+    # ------------------------------------------------------------ journey aggregates control
+    def action_maps(self) -> list[dict[str, Any]]:
+        """Truth: every listed action map (ActionMap JSON) in canonical order."""
+        return self.journey.world.action_maps()
+
+    @property
+    def action_map_roles(self) -> dict[str, str]:
+        """Action-map ids by role: inactive, content_offer, architect_flow, sparse (+ legacy)."""
+        return dict(self.journey.world.roles)
+
+    def deleted_action_map_ids(self) -> list[str]:
+        """Maps that are in aggregates but not in the listing (``n_deleted_action_maps``)."""
+        return self.journey.world.deleted_ids()
+
+    def expected_action_map_funnel(self, map_id: str, day: date) -> dict[str, int] | None:
+        """Truth: the 11 funnel counts (zeros included) of one map and UTC day; None: no bucket.
+
+        This is what a ``P1D``/UTC query for the 11 funnel metrics answers for that group and
+        bucket once the day is over (absent metrics are the zeros).
+        """
+        return self.journey.expected_funnel(map_id, day)
+
+    def expected_action_map_counts(self, map_id: str, day: date) -> dict[str, int] | None:
+        """Truth: every non-zero metric of one map and UTC day (the funnel plus the extras)."""
+        return self.journey.expected_counts(map_id, day)
+
+    def journey_jobs(self) -> list[dict[str, Any]]:
+        """Every async aggregate job with its owner and current status."""
+        return self.journey.jobs()
+
+    def inject_journey_fault(
+        self,
+        kind: str,
+        count: int = 1,
+        path_contains: str | None = None,
+        value: Any = None,
+        after_pages: int = 0,
+    ) -> None:
+        """Queue a bad-input fault of the journey contract (``config.JOURNEY_FAULT_KINDS``).
+
+        Shape faults (``non_numeric_count``, ``bucket_outside_interval``, ``group_without_map_id``,
+        ``unknown_metric``, ``unknown_field``) hit the next ``count`` non-empty sync answers or
+        results pages (``unknown_field`` also listing pages); ``value`` replaces the injected
+        value. ``repeating_cursor`` hits results pages. Job faults (``failed_job``, ``stuck_job``,
+        ``expired_job`` - EXPIRED after ``after_pages`` result pages, 0: never readable) hit the
+        next submitted jobs. ``path_contains`` narrows which requests qualify.
+        """
+        self.journey.inject(kind, count, path_contains, value, after_pages)
+
+    def clear_journey_faults(self) -> None:
+        """Forget journey faults not yet used."""
+        self.journey.clear_faults()
+
     # ------------------------------------------------------------ dispatch
     def _serve(self, handler: _Handler) -> None:
         method = handler.command.upper()
@@ -568,7 +646,7 @@ class SimulatorServer:
                 raw_query = ""  # the token request must never leak credentials into the log
                 reply = self._token_endpoint(method, handler, body, info)
             else:
-                reply = self._api(method, path, query, handler, info)
+                reply = self._api(method, path, query, handler, info, body)
         except ApiError as err:
             reply = self._error(err.status, err.code, err.message, context_id, err.headers)
         except Exception as exc:  # a simulator bug must still answer in the contract's shape
@@ -711,25 +789,39 @@ class SimulatorServer:
 
     # ------------------------------------------------------------ API pipeline
     def _api(
-        self, method: str, path: str, query: dict[str, list[str]], handler: _Handler, info: dict[str, Any]
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        handler: _Handler,
+        info: dict[str, Any],
+        body: bytes = b"",
     ) -> Reply | _Drop:
         token = self._bearer(handler)
         tok_info = self._tokens.get(token) if token else None
         peek_buckets = self._buckets(tok_info) if tok_info else [("org", self.config.org_limit)]
 
-        def headers_now() -> dict[str, str]:
-            return self.limiter.check(peek_buckets, 0)[1]
-
-        op, params = None, {}
+        op, params, allowed_methods = None, {}, ("GET",)
         for pattern, name in _ROUTES:
             match = pattern.match(path)
             if match:
                 op, params = name, match.groupdict()
                 break
+        journey = journey_aggregates.match_route(path) if op is None else None
+        if journey is not None:
+            op, params, allowed_methods = journey
+
+        def fit(headers: dict[str, str]) -> dict[str, str]:
+            # The real Genesys endpoints send only the inin-ratelimit-* set.
+            return {k: v for k, v in headers.items() if not k.startswith("X-RateLimit-")} if journey else headers
+
+        def headers_now() -> dict[str, str]:
+            return fit(self.limiter.check(peek_buckets, 0)[1])
+
         if op is None:
             raise ApiError(404, "not.found", f"no such resource: {path}", headers_now())
-        if method != "GET":
-            hdrs = headers_now() | {"Allow": "GET"}
+        if method not in allowed_methods:
+            hdrs = headers_now() | {"Allow": ", ".join(allowed_methods)}
             raise ApiError(405, "method.not.allowed", f"{method} is not allowed on {path}", hdrs)
 
         if token is None:
@@ -746,18 +838,32 @@ class SimulatorServer:
         fault = self._take_scripted(path, api=True) or self._random_fault()
         if fault is not None:
             info["fault"] = fault.kind
-            early = self._apply_fault(fault, token, headers_now())
+            early = self._apply_fault(fault, token, headers_now(), journey=journey is not None)
             if early is not None:
                 return early
 
-        needed = [VIEW_SCOPE] + ([ANALYTICS_SCOPE] if op.endswith("Analytics") else [])
-        missing = [s for s in needed if s not in tok_info.scopes]
-        if missing:
-            raise ApiError(403, "missing.any.permissions", f"missing scope(s): {' '.join(missing)}", headers_now())
+        if journey is not None:
+            # Genesys authorizes by the permissions of the client's roles, not by token scopes.
+            permission = journey_aggregates.required_permission(op)
+            client = self._clients.get(tok_info.client_id)
+            if client is None or permission not in client.permissions:
+                return Reply(403, journey_aggregates.permission_error(permission), headers_now())
+        else:
+            needed = [VIEW_SCOPE] + ([ANALYTICS_SCOPE] if op.endswith("Analytics") else [])
+            missing = [s for s in needed if s not in tok_info.scopes]
+            if missing:
+                raise ApiError(403, "missing.any.permissions", f"missing scope(s): {' '.join(missing)}", headers_now())
 
-        cost = self._cost(op, query)
+        cost = 1 if journey is not None else self._cost(op, query)
         allowed, rate_headers, retry_after = self.limiter.check(peek_buckets, cost)
+        rate_headers = fit(rate_headers)
         if not allowed:
+            if journey is not None:
+                return Reply(
+                    429,
+                    journey_aggregates.rate_limited_error(retry_after),
+                    rate_headers | {"Retry-After": str(retry_after)},
+                )
             raise ApiError(
                 429,
                 "too.many.requests",
@@ -766,13 +872,16 @@ class SimulatorServer:
             )
         info["cost"] = cost
         self._sleep(self.config.latency + (self.config.onfly_latency if cost > 1 else 0.0))
+        if journey is not None:
+            status, answer, extra = self.journey.handle(method, op, params, query, body, tok_info.client_id, path)
+            return Reply(status, answer, rate_headers | extra)
         handler_fn: Callable[[str, dict[str, list[str]]], Any] = getattr(self, f"_op_{op}")
         try:
-            body = handler_fn(params.get("id", ""), query)
+            answer = handler_fn(params.get("id", ""), query)
         except ApiError as err:
             err.headers = rate_headers | err.headers
             raise
-        return Reply(200, body, rate_headers)
+        return Reply(200, answer, rate_headers)
 
     @staticmethod
     def _bearer(handler: _Handler) -> str | None:
@@ -832,7 +941,7 @@ class SimulatorServer:
         return _ScriptedFault(kind, 1, None, None, None)
 
     def _apply_fault(
-        self, fault: _ScriptedFault, token: str | None, rate_headers: dict[str, str]
+        self, fault: _ScriptedFault, token: str | None, rate_headers: dict[str, str], journey: bool = False
     ) -> Reply | _Drop | None:
         """Answer for the fault, or None to carry on (after a "slow" delay)."""
         if fault.kind == "drop":
@@ -853,6 +962,9 @@ class SimulatorServer:
             )
         if fault.kind == "429":
             retry = max(1, fault.retry_after or self.config.fault_retry_after)
+            if journey:
+                body = journey_aggregates.rate_limited_error(retry)
+                return Reply(429, body, rate_headers | {"Retry-After": str(retry)})
             return Reply(
                 429,
                 {
@@ -1170,6 +1282,28 @@ class SimulatorServer:
             if name == "expected-scorecard" and method == "GET":
                 day = date.fromisoformat(str(arg("day")))
                 return Reply(200, self.expected_scorecard(str(arg("scorecardId")), day))
+            if name == "action-maps" and method == "GET":
+                return Reply(200, self.action_maps())
+            if name == "action-map-roles" and method == "GET":
+                return Reply(200, self.action_map_roles)
+            if name == "journey-jobs" and method == "GET":
+                return Reply(200, self.journey_jobs())
+            if name == "expected-action-map-funnel" and method == "GET":
+                day = date.fromisoformat(str(arg("day")))
+                # Wrapped: a bare JSON null would be an empty body here.
+                return Reply(200, {"funnel": self.expected_action_map_funnel(str(arg("actionMapId")), day)})
+            if name == "journey-faults" and method == "POST":
+                self.inject_journey_fault(
+                    str(arg("kind")),
+                    count=int(arg("count") or 1),
+                    path_contains=arg("pathContains"),
+                    value=arg("value"),
+                    after_pages=int(arg("afterPages") or 0),
+                )
+                return Reply(200, {"ok": True})
+            if name == "journey-faults" and method == "DELETE":
+                self.clear_journey_faults()
+                return Reply(200, {"ok": True})
         except KeyError as exc:
             return Reply(404, {"error": f"unknown id {exc}"})
         except (TypeError, ValueError) as exc:
