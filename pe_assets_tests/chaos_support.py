@@ -1,10 +1,8 @@
 """Shared machinery of the chaos, kill, concurrency and bad-input tests (and ``benchmarks/chaos.py``).
 
 * ``materialize``: run the asset graph in process over a range of days with the API assets'
-  ``RetryPolicy`` *delay* shortened (see ``short_retry_assets``), so a Dagster step retry costs
-  a fraction of a second instead of 30 s. Why not ``define_asset_job(op_retry_policy=...)``: Dagster
-  uses a job's ``op_retry_policy`` only for ops that have no policy of their own, and the API
-  assets have one (``JobDefinition.get_retry_policy_for_handle``), so it would be ignored.
+  ``RetryPolicy`` *delay* shortened through PE_STEP_RETRY_DELAY_SECONDS, so a Dagster step retry
+  costs a fraction of a second instead of 30 s.
 * ``snapshot``/``compare``: every warehouse table as sorted rows without the load/extraction
   timestamps, and a row-for-row comparison that counts mismatches, duplicates and lost rows.
 * ``chaos_run``: one seed of the chaos experiment (fault-free truth vs a faulty run).
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import os
 import subprocess
 import sys
@@ -32,14 +29,12 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-from dagster._core.definitions.assets.definition.assets_definition import AssetsDefinition
 from pydantic import Field
 
-from pe_assets.defs import assets, views
-from pe_assets.defs.resources import OAuthClientConfig, PredictiveEngagementResource
+from pe_assets.defs.common.resources import OAuthClientConfig, PredictiveEngagementResource
 from pe_assets.schemas import TABLES
 from pe_assets.warehouse import DuckDBWarehouse
-from pe_assets_tests.pipeline import pipeline_resources, run_days
+from pe_assets_tests.pipeline import pipeline_resources, run_days, settings_for_tests
 from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -48,7 +43,7 @@ warnings.filterwarnings("ignore", message=".*Definitions.resolve_job_def.*")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Columns that differ between two correct runs (when they ran), never what they loaded.
-VOLATILE_COLUMNS = frozenset({"load_timestamp", "extracted_at", "listed_at"})
+VOLATILE_COLUMNS = frozenset({"load_timestamp", "extracted_at", "listed_at", "snapshot_extracted_at"})
 #: A clock long after every test day: scorecard outcomes are final (no pending_backfill flips).
 NOW = datetime(2024, 3, 20, 12, tzinfo=UTC)
 FIRST_DAY = date(2024, 3, 5)
@@ -59,24 +54,6 @@ NO_LIMITS: dict[str, Any] = {"client_limit": 100_000, "org_limit": 100_000}
 
 
 # -- in-process runs ---------------------------------------------------------------------------------
-def short_retry_assets(delay: float = 0.2) -> list[Any]:
-    """The graph's assets, with every asset ``RetryPolicy`` kept but its delay set to ``delay``.
-
-    Same ``max_retries`` as production; only the wait changes (and backoff/jitter are dropped).
-    Test-only: copies the op definition and replaces its private ``_retry_policy``.
-    """
-    out: list[Any] = []
-    for asset in dg.load_assets_from_modules([assets, views]):
-        policy = asset.node_def.retry_policy if isinstance(asset, AssetsDefinition) else None
-        if policy is None:
-            out.append(asset)
-            continue
-        op = copy.copy(asset.node_def)
-        op._retry_policy = dg.RetryPolicy(max_retries=policy.max_retries, delay=delay)  # type: ignore[attr-defined]
-        out.append(AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": op}))
-    return out
-
-
 def materialize(
     resources: dict[str, object],
     first: date,
@@ -86,10 +63,13 @@ def materialize(
     retry_delay: float = 0.2,
     instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize [first, last] as one ranged run (``run_days``) with short step retries."""
-    return run_days(
-        resources, first, last, selection=selection, instance=instance, asset_defs=short_retry_assets(retry_delay)
-    )
+    """Materialize [first, last] as one ranged run (``run_days``) with short step retries.
+
+    Same ``max_retries`` as production; only the wait changes, through the real setting
+    (PE_STEP_RETRY_DELAY_SECONDS), so a Dagster step retry costs a fraction of a second, not 30 s.
+    """
+    settings = settings_for_tests(PE_STEP_RETRY_DELAY_SECONDS=str(retry_delay))
+    return run_days(resources, first, last, selection=selection, instance=instance, settings=settings)
 
 
 def step_retries(result: dg.ExecuteInProcessResult) -> int:
@@ -424,7 +404,7 @@ def _child_main(argv: list[str]) -> int:
 
 
 def _local_resources(data_dir: Path) -> dict[str, object]:
-    from pe_assets.defs.resources import LandingZoneResource, UtcClock
+    from pe_assets.defs.common.resources import LandingZoneResource, UtcClock
 
     return {
         "landing": LandingZoneResource(url=str(data_dir / "landing")),

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -15,29 +14,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from pe_assets.defs import assets
-from pe_assets.defs.automation import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    build_retraining_sensor,
-    final_outcomes_sensor,
-    pe_daily_schedule,
-    pe_late_data_schedule,
-    pe_scorecard_refresh_job,
-    schedules,
-    scorecard_refresh_selection,
-    scorecard_retraining_sensor,
-    sensors,
-)
-from pe_assets.defs.resources import (
-    LandingZoneResource,
-    OAuthClientConfig,
-    PredictiveEngagementResource,
-    UtcClock,
-)
+from pe_assets.defs.common.resources import UtcClock
+from pe_assets.defs.common.tables import GraphParts
+from pe_assets.defs.predictive_engagement.automation import build_retraining_sensor
+from pe_assets.rules import RANGE_END_TAG, RANGE_START_TAG, PartitionWindow
 from pe_assets.schemas import TABLES, typed_frame
-from pe_assets.warehouse import DuckDBWarehouse, PartitionWindow
-from pe_assets_tests.pipeline import pipeline_resources, run_days
+from pe_assets.warehouse import DuckDBWarehouse
+from pe_assets_tests.pipeline import pipeline_resources, project_defs, run_days, settings_for_tests
 
 REPO = Path(__file__).resolve().parents[1]
 PERF = TABLES["fact_scorecard_performance"]
@@ -51,26 +34,19 @@ def _clock(now: datetime) -> UtcClock:
     return UtcClock(frozen_at=now.isoformat())
 
 
+DEFS = project_defs()
+final_outcomes_sensor = DEFS.resolve_sensor_def("final_outcomes_sensor")
+scorecard_retraining_sensor = DEFS.resolve_sensor_def("scorecard_retraining_sensor")
+pe_daily_schedule = DEFS.resolve_schedule_def("pe_daily_schedule")
+pe_late_data_schedule = DEFS.resolve_schedule_def("pe_late_data_schedule")
+
+
 def _definitions(sensor: dg.SensorDefinition, resources: dict[str, object]) -> dg.Definitions:
-    """The graph, the refresh job and ``sensor``; resources a test does not care about are stand-ins."""
-    stand_ins: dict[str, object] = {
-        "pe_api": PredictiveEngagementResource(
-            api_url="http://127.0.0.1:9",
-            login_url="http://127.0.0.1:9",
-            oauth_clients=[OAuthClientConfig(client_id="unused", client_secret="unused")],
-            budget_path=str(Path(tempfile.gettempdir()) / "pe_unused_budget.sqlite"),
-        ),
-        "landing": LandingZoneResource(url=str(Path(tempfile.gettempdir()) / "pe_unused_landing")),
-        "warehouse": DuckDBWarehouse(path=str(Path(tempfile.gettempdir()) / "pe_unused.duckdb")),
-        "clock": UtcClock(),
-    }
-    return dg.Definitions(
-        assets=dg.load_assets_from_modules([assets]),
-        asset_checks=dg.load_asset_checks_from_modules([assets]),
-        jobs=[pe_scorecard_refresh_job],
-        sensors=[sensor],
-        resources={**stand_ins, **resources},
-    )
+    """The code location's definitions with ``sensor`` (maybe a variant) and ``resources`` over stand-ins."""
+    defs = project_defs(resources)
+    if sensor.name in {s.name for s in defs.sensors}:
+        return defs
+    return dg.Definitions.merge(defs, dg.Definitions(sensors=[sensor]))
 
 
 def _tick(sensor: dg.SensorDefinition, cursor: str | None, **resources: object) -> dg.SensorExecutionData:
@@ -88,21 +64,30 @@ def _tick(sensor: dg.SensorDefinition, cursor: str | None, **resources: object) 
 
 
 def test_definitions_register_schedules_and_sensors_running_by_default():
+    schedules, sensors = list(DEFS.schedules), [final_outcomes_sensor, scorecard_retraining_sensor]
     assert {s.name for s in schedules} == {"pe_daily_schedule", "pe_late_data_schedule"}
-    assert {s.name for s in sensors} == {"final_outcomes_sensor", "scorecard_retraining_sensor"}
+    assert {s.name for s in DEFS.sensors} == {
+        "final_outcomes_sensor",
+        "scorecard_retraining_sensor",
+        "pe_freshness_checks_sensor",
+        "pe_final_snapshot_freshness_sensor",
+    }
     for schedule in schedules:
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
         assert schedule.execution_timezone == "UTC"
     for sensor in sensors:
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
         assert sensor.minimum_interval_seconds == 3600
-    all_assets = dg.load_assets_from_modules([assets])
-    selected = {key.to_user_string() for key in scorecard_refresh_selection.resolve(all_assets)}
+    refresh_job = DEFS.resolve_job_def("pe_scorecard_refresh_job")
+    selected = {key.to_user_string() for key in refresh_job.asset_layer.selected_asset_keys}
     assert selected == {
         "raw_scorecards",
         "fact_scorecard_performance",
         "fact_scorecard_score_distribution",
         "fact_predictive_journey",
+        "scorecard_drift",
+        "funnel_daily",
+        "funnel_daily_snapshot",
     }
 
 
@@ -239,13 +224,8 @@ def test_final_outcomes_end_to_end_against_the_simulator(make_simulator, tmp_pat
     [request] = tick.run_requests
     assert (request.partition_key, request.run_key) == ("2024-03-05", "final-outcomes:2024-03-05")
 
-    defs = dg.Definitions(
-        assets=dg.load_assets_from_modules([assets]),
-        asset_checks=dg.load_asset_checks_from_modules([assets]),
-        jobs=[pe_scorecard_refresh_job],
-        resources=pipeline_resources(sim, tmp_path, now=late, warehouse=warehouse),
-    )
-    result = defs.get_job_def("pe_scorecard_refresh_job").execute_in_process(
+    defs = project_defs(pipeline_resources(sim, tmp_path, now=late, warehouse=warehouse))
+    result = defs.resolve_job_def("pe_scorecard_refresh_job").execute_in_process(
         partition_key=request.partition_key, tags=request.tags, instance=dg.DagsterInstance.ephemeral()
     )
     assert result.success
@@ -255,6 +235,9 @@ def test_final_outcomes_end_to_end_against_the_simulator(make_simulator, tmp_pat
         "fact_scorecard_performance",
         "fact_scorecard_score_distribution",
         "fact_predictive_journey",
+        "scorecard_drift",
+        "funnel_daily",
+        "funnel_daily_snapshot",
     }
     after = _tick(final_outcomes_sensor, tick.cursor, warehouse=warehouse, clock=_clock(late))
     assert after.run_requests == [] and json.loads(after.cursor) == {"requested": []}
@@ -306,7 +289,7 @@ def test_retraining_run_reextracts_the_window_with_the_new_version(make_simulato
     sim.set_now(now)
     resources = pipeline_resources(sim, tmp_path, now=now)
     assert run_days(resources, date(2024, 3, 5), date(2024, 3, 7)).success
-    sensor = build_retraining_sensor(lookback_days=2)
+    sensor = _retraining_sensor(lookback_days=2)
     clock = _clock(now)
     first = _tick(sensor, None, pe_api=resources["pe_api"], clock=clock)
     scorecard_id = sorted(json.loads(first.cursor)["versions"])[-1]
@@ -314,14 +297,10 @@ def test_retraining_run_reextracts_the_window_with_the_new_version(make_simulato
     [request] = _tick(sensor, first.cursor, pe_api=resources["pe_api"], clock=clock).run_requests
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-03-06", "2024-03-07")
 
-    defs = dg.Definitions(
-        assets=dg.load_assets_from_modules([assets]),
-        asset_checks=dg.load_asset_checks_from_modules([assets]),
-        jobs=[pe_scorecard_refresh_job],
-        resources=resources,
-    )
-    result = defs.get_job_def("pe_scorecard_refresh_job").execute_in_process(
-        tags=request.tags, instance=dg.DagsterInstance.ephemeral()
+    result = (
+        project_defs(resources)
+        .resolve_job_def("pe_scorecard_refresh_job")
+        .execute_in_process(tags=request.tags, instance=dg.DagsterInstance.ephemeral())
     )
     assert result.success
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
@@ -341,9 +320,16 @@ def test_retraining_run_reextracts_the_window_with_the_new_version(make_simulato
     assert latest == [(new_version,)]
 
 
+def _retraining_sensor(lookback_days: int) -> dg.SensorDefinition:
+    """The shipped retraining sensor with another lookback, targeting the real refresh job."""
+    parts = GraphParts.from_settings(settings_for_tests())
+    refresh_job = next(j for j in DEFS.jobs if j.name == "pe_scorecard_refresh_job")
+    return build_retraining_sensor(parts, refresh_job, lookback_days=lookback_days, name="retraining_variant")
+
+
 def test_retraining_sensor_rejects_a_silly_lookback():
     with pytest.raises(ValueError):
-        build_retraining_sensor(lookback_days=0)
+        _retraining_sensor(lookback_days=0)
 
 
 # -- the code location --------------------------------------------------------------------------------

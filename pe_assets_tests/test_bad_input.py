@@ -34,7 +34,7 @@ import pytest
 
 from pe_assets.client import OAuthCredentials, PaginationError, PredictiveEngagementClient
 from pe_assets.config import Settings, SettingsError
-from pe_assets.defs.resources import OAuthClientConfig, PredictiveEngagementResource
+from pe_assets.defs.common.resources import OAuthClientConfig, PredictiveEngagementResource
 from pe_assets_tests.chaos_support import (
     FIRST_DAY,
     NOW,

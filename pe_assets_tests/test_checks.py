@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -11,21 +10,20 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.event_api import PartitionKeyFilter  # not exported by dagster 1.13
 
-from pe_assets.defs import assets, checks, monitoring
-from pe_assets.defs.checks import (
-    CAMPAIGN_IN_DIM,
+from pe_assets.defs.common.checks import CAMPAIGN_IN_DIM, campaign_in_dim_verdicts, journey_freshness_checks
+from pe_assets.defs.common.resources import UtcClock
+from pe_assets.defs.common.tables import GraphParts
+from pe_assets.defs.predictive_engagement.checks import (
     FINAL_SNAPSHOT_FRESHNESS,
     SCORECARD_SNAPSHOT_FOR_DAY,
-    campaign_in_dim_verdicts,
-    latest_due_day,
+    late_scorecards,
     scorecard_snapshot_verdicts,
 )
-from pe_assets.defs.partitions import daily_partitions
-from pe_assets.defs.resources import LandingZoneResource, OAuthClientConfig, PredictiveEngagementResource, UtcClock
+from pe_assets.rules import PartitionWindow, latest_due_day, range_tags
 from pe_assets.schemas import TABLES, typed_frame
-from pe_assets.warehouse import DuckDBWarehouse, PartitionWindow, WarehouseResource
+from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
+from pe_assets_tests.pipeline import project_defs, settings_for_tests
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -122,37 +120,17 @@ def seed(warehouse: WarehouseResource) -> None:
 # -- running checks through Dagster ----------------------------------------------------------------
 
 
-def _stand_ins(warehouse: WarehouseResource, clock: UtcClock) -> dict[str, object]:
-    tmp = Path(tempfile.gettempdir())
-    return {
-        "pe_api": PredictiveEngagementResource(
-            api_url="http://127.0.0.1:9",
-            login_url="http://127.0.0.1:9",
-            oauth_clients=[OAuthClientConfig(client_id="unused", client_secret="unused")],
-            budget_path=str(tmp / "pe_unused_budget.sqlite"),
-        ),
-        "landing": LandingZoneResource(url=str(tmp / "pe_unused_landing")),
-        "warehouse": warehouse,
-        "clock": clock,
-    }
-
-
 def _definitions(
     warehouse: WarehouseResource, check_keys: Sequence[dg.AssetCheckKey], *, partitioned: bool, clock: UtcClock
 ) -> dg.Definitions:
-    """The code location's assets and checks, with one job that runs only ``check_keys``."""
-    return dg.Definitions(
-        assets=dg.load_assets_from_modules([assets, monitoring]),
-        asset_checks=[*dg.load_asset_checks_from_modules([assets, monitoring]), *checks.asset_checks],
-        jobs=[
-            dg.define_asset_job(
-                "checks_only",
-                selection=dg.AssetSelection.checks(*check_keys),
-                partitions_def=daily_partitions if partitioned else None,
-            )
-        ],
-        resources=_stand_ins(warehouse, clock),
+    """The code location's definitions, with one job that runs only ``check_keys``."""
+    partitions = GraphParts.from_settings(settings_for_tests()).partitions
+    job = dg.define_asset_job(
+        "checks_only",
+        selection=dg.AssetSelection.checks(*check_keys),
+        partitions_def=partitions if partitioned else None,
     )
+    return project_defs({"warehouse": warehouse, "clock": clock}, jobs=[job])
 
 
 def run_checks(
@@ -167,14 +145,7 @@ def run_checks(
     """Only the checks, as a ranged run over [first, last] (or unpartitioned without days)."""
     partitioned = first is not None
     defs = _definitions(warehouse, check_keys, partitioned=partitioned, clock=clock or UtcClock())
-    tags = (
-        {
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        }
-        if first and last
-        else {}
-    )
+    tags = range_tags(first, last) if first and last else {}
     return defs.resolve_job_def("checks_only").execute_in_process(instance=instance, tags=tags, raise_on_error=False)
 
 
@@ -229,11 +200,12 @@ def test_campaign_check_catches_the_orphan_rows_per_partition(duckdb_warehouse):
         dim, typed_frame(dim, [_campaign("c1", "s1"), _campaign("c2", "s2"), _campaign("c9", "s3")])
     )
     assert run_checks(duckdb_warehouse, [JOURNEY_CHECK], instance, first=D1, last=D1).success
-    history = instance.event_log_storage.get_asset_check_execution_history(
-        JOURNEY_CHECK, limit=10, partition_filter=PartitionKeyFilter(key=D1.isoformat())
-    )
+    history = [
+        r
+        for r in instance.event_log_storage.get_asset_check_execution_history(JOURNEY_CHECK, limit=10)
+        if r.partition == D1.isoformat()
+    ]
     assert [r.status.value for r in history] == ["SUCCEEDED", "FAILED"]
-    assert all(r.partition == D1.isoformat() for r in history)
 
 
 def test_scorecard_completeness_is_error_when_missing_and_warn_when_only_pending(duckdb_warehouse):
@@ -284,7 +256,7 @@ def test_cross_table_sql_runs_on_snowflake(tmp_path):
         seed(warehouse)
         campaign = campaign_in_dim_verdicts(warehouse, "fact_journey_step", WINDOW)
         scorecards = scorecard_snapshot_verdicts(warehouse, WINDOW)
-        _, late = checks.late_scorecards(warehouse, datetime(2024, 3, 10, 9, tzinfo=UTC))
+        _, late = late_scorecards(warehouse, datetime(2024, 3, 10, 9, tzinfo=UTC), date(2024, 1, 1))
     assert [campaign[d].passed for d in WINDOW.days] == [False, True, True]
     assert campaign[D1].metadata["orphan_rows"] == 2
     assert [(scorecards[d].passed, scorecards[d].severity) for d in WINDOW.days] == [
@@ -341,7 +313,7 @@ def test_journey_freshness_expects_yesterday_by_0200_utc(duckdb_warehouse):
     instance = dg.DagsterInstance.ephemeral()
     expected = _expected_journey_partition(datetime.now(UTC))
     instance.report_runless_asset_event(dg.AssetMaterialization("fact_journey_step", partition=expected))
-    keys = [spec.key for c in checks.journey_freshness_checks for spec in c.check_specs]
+    keys = [spec.key for c in journey_freshness_checks() for spec in c.check_specs]
     result = run_checks(duckdb_warehouse, keys, instance)
     assert result.success
     outcome = {e.asset_key.to_user_string(): (e.passed, e.severity) for e in result.get_asset_check_evaluations()}
@@ -352,18 +324,16 @@ def test_journey_freshness_expects_yesterday_by_0200_utc(duckdb_warehouse):
 
 
 def test_freshness_sensor_requests_the_never_run_freshness_checks(duckdb_warehouse):
-    [sensor] = checks.sensors
-    defs = dg.Definitions(
-        assets=dg.load_assets_from_modules([assets, monitoring]),
-        asset_checks=[*dg.load_asset_checks_from_modules([assets, monitoring]), *checks.asset_checks],
-        sensors=checks.sensors,
-        resources=_stand_ins(duckdb_warehouse, UtcClock()),
-    )
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
-    [request] = sensor.evaluate_tick(context).run_requests
-    assert set(request.asset_check_keys or []) == {
+    defs = project_defs({"warehouse": duckdb_warehouse})
+    requested: set[dg.AssetCheckKey] = set()
+    for name in ("pe_freshness_checks_sensor", "pe_final_snapshot_freshness_sensor"):
+        context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
+        [request] = defs.resolve_sensor_def(name).evaluate_tick(context).run_requests
+        requested |= set(request.asset_check_keys or [])
+    assert requested == {
         dg.AssetCheckKey(dg.AssetKey("fact_journey_step"), "freshness_check"),
         dg.AssetCheckKey(dg.AssetKey("fact_predictive_journey"), "freshness_check"),
         FINAL_CHECK,
     }
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    for name in ("pe_freshness_checks_sensor", "pe_final_snapshot_freshness_sensor"):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING

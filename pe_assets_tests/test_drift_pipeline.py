@@ -10,9 +10,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pe_assets.defs import assets, checks, monitoring, views
 from pe_assets.drift import calibration_gap, population_stability_index
-from pe_assets_tests.pipeline import pipeline_resources
+from pe_assets.rules import range_tags
+from pe_assets_tests.pipeline import pipeline_resources, project_defs
 
 warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
 
@@ -33,20 +33,11 @@ PARTITIONED_CHECKS = [
 def run_days_with_monitoring(
     resources: dict[str, object], first: date, last: date, instance: dg.DagsterInstance
 ) -> dg.ExecuteInProcessResult:
-    """Like ``pipeline.run_days`` (one ranged run), with the monitoring assets and every check."""
-    defs = dg.Definitions(
-        assets=dg.load_assets_from_modules([assets, views, monitoring]),
-        asset_checks=[*dg.load_asset_checks_from_modules([assets, views, monitoring]), *checks.asset_checks],
-        jobs=[dg.define_asset_job("test_job", selection="*")],
-        resources=resources,
-    )
-    return defs.resolve_job_def("test_job").execute_in_process(
-        instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
-        raise_on_error=False,
+    """The code location's ``pe_daily_job`` (every asset and check) as one ranged run."""
+    return (
+        project_defs(resources)
+        .resolve_job_def("pe_daily_job")
+        .execute_in_process(instance=instance, tags=range_tags(first, last), raise_on_error=False)
     )
 
 

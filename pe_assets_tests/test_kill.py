@@ -54,6 +54,7 @@ DATE_INDEX = {  # position of extraction_date in each table's compared row (snap
     "fact_scorecard_performance": 1,
     "fact_scorecard_score_distribution": 1,
     "fact_predictive_journey": 2,
+    "scorecard_drift": 1,
 }
 
 

@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 
 from pe_assets.schemas import TABLES, validate
-from pe_assets.transform import campaign_dim_frame, journey_frames, predictive_journey_frame, scorecard_frames
+from pe_assets.transform.predictive_engagement import (
+    campaign_dim_frame,
+    journey_frames,
+    predictive_journey_frame,
+    scorecard_frames,
+)
 
 LOADED = datetime(2024, 3, 8, tzinfo=UTC)
 

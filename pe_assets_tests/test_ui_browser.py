@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pe_assets_tests.pipeline import project_defs
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -78,11 +80,8 @@ def _graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> 
 
 def _expected_graph() -> dict[str, set[str]]:
     """Every asset of the code location and its direct upstream assets, from the definitions."""
-
-    from pe_assets.defs.graph import all_assets
-
     graph: dict[str, set[str]] = {}
-    for definition in all_assets():
+    for definition in project_defs().assets or []:
         for key in definition.keys:
             graph[key.to_user_string()] = {dep.to_user_string() for dep in definition.asset_deps[key]}
     return graph
@@ -257,10 +256,8 @@ def test_lineage_partitions_and_a_partition_materialized_from_the_ui(webserver, 
 
 def _asset_groups() -> dict[str, set[str]]:
     """Each asset group and the assets in it, from the definitions."""
-    from pe_assets.defs.graph import all_assets
-
     members: dict[str, set[str]] = {}
-    for definition in all_assets():
+    for definition in project_defs().assets or []:
         for key, group in definition.group_names_by_key.items():
             members.setdefault(group, set()).add(key.to_user_string())
     return members

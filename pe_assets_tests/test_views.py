@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -10,10 +11,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pe_assets.defs import views
+from pe_assets.defs.common import views
+from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, typed_frame
-from pe_assets.warehouse import DuckDBWarehouse, PartitionWindow, WarehouseError, WarehouseResource
+from pe_assets.warehouse import DuckDBWarehouse, WarehouseError, WarehouseResource
 from pe_assets_tests.fakesnow_support import fakesnow_warehouse
+from pe_assets_tests.pipeline import TEST_ENV, project_defs
 
 JOURNEY = TABLES["fact_predictive_journey"]
 DAY1, DAY2 = date(2024, 3, 1), date(2024, 3, 2)
@@ -179,8 +182,13 @@ def test_views_need_the_fact_table(tmp_path: Path) -> None:
         views.create_views(DuckDBWarehouse(path=str(tmp_path / "empty.duckdb")))
 
 
+def _funnel_views() -> dg.AssetsDefinition:
+    """The view asset from the code location's definitions."""
+    return project_defs().resolve_assets_def("funnel_daily")
+
+
 def test_view_asset_definition() -> None:
-    asset = views.funnel_views
+    asset = _funnel_views()
     keys = {dg.AssetKey("funnel_daily"), dg.AssetKey("funnel_daily_snapshot")}
     assert set(asset.keys) == keys
     assert asset.partitions_def is None
@@ -201,7 +209,7 @@ def test_view_asset_definition() -> None:
 def test_view_asset_materializes(kind: str, tmp_path: Path) -> None:
     def run(warehouse: WarehouseResource) -> dg.ExecuteInProcessResult:
         warehouse.replace_partition(JOURNEY, journey_frame(), PartitionWindow(DAY1, date(2024, 3, 3)))
-        return dg.materialize([views.funnel_views], resources={"warehouse": warehouse})
+        return dg.materialize([_funnel_views()], resources={"warehouse": warehouse})
 
     if kind == "duckdb":
         result = run(DuckDBWarehouse(path=str(tmp_path / "warehouse.duckdb")))
@@ -220,7 +228,8 @@ def test_env_configured_snowflake_warehouse_runs_the_view_asset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The production wiring (EnvVars resolved by Dagster inside the run), on fakesnow."""
-    from pe_assets.warehouse.snowflake_warehouse import snowflake_warehouse_from_env
+    from pe_assets.config import Settings
+    from pe_assets.warehouse.snowflake_warehouse import snowflake_warehouse
     from pe_assets_tests.fakesnow_support import fakesnow_patched
 
     for name, value in {
@@ -231,10 +240,12 @@ def test_env_configured_snowflake_warehouse_runs_the_view_asset(
         "SNOWFLAKE_SCHEMA": "PE_VIEWS",
     }.items():
         monkeypatch.setenv(name, value)
-    warehouse = snowflake_warehouse_from_env()
+    settings = Settings.from_env({**TEST_ENV, **os.environ, "PE_WAREHOUSE": "snowflake"})
+    assert settings.snowflake is not None
+    warehouse = snowflake_warehouse(settings.snowflake)
     with fakesnow_patched(tmp_path / "fakesnow"):
         warehouse.replace_partition(JOURNEY, journey_frame(), PartitionWindow(DAY1, date(2024, 3, 3)))
-        result = dg.materialize([views.funnel_views], resources={"warehouse": warehouse})
+        result = dg.materialize([_funnel_views()], resources={"warehouse": warehouse})
         assert result.success
         schema = warehouse.query("SELECT table_schema FROM information_schema.views WHERE table_name = 'FUNNEL_DAILY'")
         assert schema["table_schema"].tolist() == ["PE_VIEWS"]

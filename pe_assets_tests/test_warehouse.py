@@ -8,8 +8,9 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, typed_frame
-from pe_assets.warehouse import DuckDBWarehouse, PartitionWindow, WarehouseError, WarehouseResource
+from pe_assets.warehouse import DuckDBWarehouse, WarehouseError, WarehouseResource
 from pe_assets_tests.fakesnow_support import fakesnow_warehouse
 
 SPEC = TABLES["fact_journey_step"]

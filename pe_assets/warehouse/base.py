@@ -11,33 +11,16 @@ anything is touched.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from datetime import date, timedelta
 
 import pandas as pd
 from dagster import ConfigurableResource
 
+from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TableSpec, typed_frame
 
 
 class WarehouseError(RuntimeError):
     """A write was refused or failed; the table is as it was before it."""
-
-
-@dataclass(frozen=True)
-class PartitionWindow:
-    """A half-open range of UTC days [start, end)."""
-
-    start: date
-    end: date
-
-    def __post_init__(self) -> None:
-        if self.end <= self.start:
-            raise ValueError(f"empty partition window {self.start}..{self.end}")
-
-    @property
-    def days(self) -> list[date]:
-        return [self.start + timedelta(days=n) for n in range((self.end - self.start).days)]
 
 
 class WarehouseResource(ConfigurableResource, ABC):

@@ -16,8 +16,9 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from pydantic import Field
 
+from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TableSpec, typed_frame
-from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource
+from pe_assets.warehouse.base import WarehouseError, WarehouseResource
 
 
 class DuckDBWarehouse(WarehouseResource):

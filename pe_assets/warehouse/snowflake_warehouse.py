@@ -18,7 +18,6 @@ prints the DDL). Credentials reach the connector only as Dagster ``EnvVar``s, re
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping
@@ -30,9 +29,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, field_validator
 
-from pe_assets.config import SettingsError
+from pe_assets.config import DEFAULT_SNOWFLAKE_SCHEMA, SnowflakeSettings
+from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, TableSpec, typed_frame
-from pe_assets.warehouse.base import PartitionWindow, WarehouseError, WarehouseResource
+from pe_assets.warehouse.base import WarehouseError, WarehouseResource
 
 if TYPE_CHECKING:
     from dagster_snowflake import SnowflakeResource
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SCHEMA = "PE_ANALYTICS"
+DEFAULT_SCHEMA = DEFAULT_SNOWFLAKE_SCHEMA
 QUERY_TAG = "pe_assets"
 DDL_FILE = "snowflake_tables.sql"
 
@@ -59,19 +59,6 @@ SNOWFLAKE_TYPES: Mapping[str, str] = {
 CLUSTER_KEY_CANDIDATES = ("extraction_date", "campaign_id")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-
-# Environment variables read by ``snowflake_warehouse_from_env``.
-ACCOUNT_VAR = "SNOWFLAKE_ACCOUNT"
-USER_VAR = "SNOWFLAKE_USER"
-PASSWORD_VAR = "SNOWFLAKE_PASSWORD"
-PRIVATE_KEY_VAR = "SNOWFLAKE_PRIVATE_KEY"
-PRIVATE_KEY_PATH_VAR = "SNOWFLAKE_PRIVATE_KEY_PATH"
-PRIVATE_KEY_PASSWORD_VAR = "SNOWFLAKE_PRIVATE_KEY_PASSWORD"
-DATABASE_VAR = "SNOWFLAKE_DATABASE"
-SCHEMA_VAR = "SNOWFLAKE_SCHEMA"
-WAREHOUSE_VAR = "SNOWFLAKE_WAREHOUSE"
-ROLE_VAR = "SNOWFLAKE_ROLE"
-
 
 # -- DDL ------------------------------------------------------------------------------------------
 
@@ -134,7 +121,7 @@ def _check_identifier(name: str, what: str) -> str:
 class SnowflakeWarehouse(WarehouseResource):
     """pe_assets' tables in one Snowflake schema (PE_WAREHOUSE=snowflake).
 
-    Build it with ``snowflake_warehouse_from_env()`` so that the account, user and credentials are
+    Build it with ``snowflake_warehouse(settings)`` so that the account, user and credentials are
     ``EnvVar``s: the UI and run config then show the variables' names, never their values.
     """
 
@@ -346,52 +333,23 @@ def _fetch_frame(cursor: SnowflakeCursor) -> pd.DataFrame:
 # -- settings -------------------------------------------------------------------------------------
 
 
-def snowflake_warehouse_from_env(environ: Mapping[str, str] | None = None) -> SnowflakeWarehouse:
-    """The Snowflake warehouse configured by the SNOWFLAKE_* variables.
+def snowflake_warehouse(settings: SnowflakeSettings) -> SnowflakeWarehouse:
+    """The Snowflake warehouse for the SNOWFLAKE_* settings (``pe_assets.config``).
 
-    Account, user and credentials become ``EnvVar``s (only their presence is checked here);
-    database, schema, warehouse and role are plain settings. Raises ``SettingsError`` naming the
-    first missing or conflicting variable: exactly one of SNOWFLAKE_PASSWORD, SNOWFLAKE_PRIVATE_KEY
-    and SNOWFLAKE_PRIVATE_KEY_PATH must be set.
+    Account, user and credentials become ``EnvVar``s, so their values never pass through here.
     """
-    env = os.environ if environ is None else environ
-
-    def is_set(name: str) -> bool:
-        return bool(env.get(name, "").strip())
-
-    def value(name: str) -> str | None:
-        return env.get(name, "").strip() or None
-
-    for name in (ACCOUNT_VAR, USER_VAR, DATABASE_VAR):
-        if not is_set(name):
-            raise SettingsError(f"{name} is not set: PE_WAREHOUSE=snowflake needs it")
-    credentials = [name for name in (PASSWORD_VAR, PRIVATE_KEY_VAR, PRIVATE_KEY_PATH_VAR) if is_set(name)]
-    if len(credentials) != 1:
-        found = ", ".join(credentials) if credentials else "none of them"
-        raise SettingsError(
-            f"set exactly one of {PASSWORD_VAR}, {PRIVATE_KEY_VAR} or {PRIVATE_KEY_PATH_VAR} "
-            f"for PE_WAREHOUSE=snowflake (found {found})"
-        )
-    if is_set(PRIVATE_KEY_PASSWORD_VAR) and credentials[0] == PASSWORD_VAR:
-        raise SettingsError(f"{PRIVATE_KEY_PASSWORD_VAR} is set but no private key is: unset it or use a key")
-    schema = value(SCHEMA_VAR) or DEFAULT_SCHEMA
-    if not _IDENTIFIER.match(schema):
-        raise SettingsError(f"{SCHEMA_VAR}={schema!r} is not a plain identifier such as PE_ANALYTICS")
-
-    def secret(name: str) -> dg.EnvVar | None:
-        return dg.EnvVar(name) if is_set(name) else None
-
+    secrets = {role: dg.EnvVar(var) for role, var in settings.secret_vars.items()}
     return SnowflakeWarehouse(
-        account=dg.EnvVar(ACCOUNT_VAR),
-        user=dg.EnvVar(USER_VAR),
-        password=secret(PASSWORD_VAR),
-        private_key=secret(PRIVATE_KEY_VAR),
-        private_key_path=secret(PRIVATE_KEY_PATH_VAR),
-        private_key_password=secret(PRIVATE_KEY_PASSWORD_VAR),
-        database=value(DATABASE_VAR) or "",
-        schema_name=schema,
-        warehouse=value(WAREHOUSE_VAR),
-        role=value(ROLE_VAR),
+        account=dg.EnvVar(settings.account_var),
+        user=dg.EnvVar(settings.user_var),
+        password=secrets.get("password"),
+        private_key=secrets.get("private_key"),
+        private_key_path=secrets.get("private_key_path"),
+        private_key_password=secrets.get("private_key_password"),
+        database=settings.database,
+        schema_name=settings.schema,
+        warehouse=settings.warehouse,
+        role=settings.role,
     )
 
 

@@ -1,4 +1,4 @@
-"""Landing envelopes -> table frames. Pure functions: no I/O, no Dagster, no clock.
+"""The seed contract's landing envelopes -> table frames. Pure functions: no I/O, no Dagster, no clock.
 
 Rules that matter downstream:
 - ``step_sequence`` is a step's 1-based position across *all* pages of the day, in the order the
@@ -17,17 +17,17 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 
-from pe_assets.schemas import TABLES, typed_frame
+from pe_assets.rules import outcomes_final
+from pe_assets.schemas import TABLES
+from pe_assets.transform import frame, to_utc_naive
 
 # Fields the contract defines on a JourneyStep; anything else is schema drift.
 KNOWN_STEP_FIELDS = frozenset({"stepId", "stepName", "contactCount", "conversionRate", "averageScore", "exitReason"})
-# Scorecard outcomes are backfilled up to 48 h after a day ends (the domain guide's trap).
-OUTCOME_BACKFILL_WINDOW = timedelta(hours=48)
 SCORE_BUCKETS = ("0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0")
 
 
@@ -38,16 +38,6 @@ class JourneyTransformResult:
     steps: pd.DataFrame
     rejected: pd.DataFrame
     unknown_fields: dict[str, int] = field(default_factory=dict)  # field name -> steps carrying it
-
-
-def to_utc_naive(value: str | datetime | None) -> pd.Timestamp | None:
-    """An ISO-8601 instant (any offset) as a naive UTC timestamp; None stays None."""
-    if value is None:
-        return None
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp
 
 
 def journey_frames(extractions: Iterable[Mapping[str, Any]], loaded_at: datetime) -> JourneyTransformResult:
@@ -96,8 +86,8 @@ def journey_frames(extractions: Iterable[Mapping[str, Any]], loaded_at: datetime
                     }
                 )
     return JourneyTransformResult(
-        steps=_frame("fact_journey_step", step_rows),
-        rejected=_frame("rejected_journey_step", rejected_rows),
+        steps=frame("fact_journey_step", step_rows),
+        rejected=frame("rejected_journey_step", rejected_rows),
         unknown_fields=unknown,
     )
 
@@ -173,7 +163,6 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
         response = envelope["response"]
         day = date.fromisoformat(envelope["day"])
         extracted_at = to_utc_naive(envelope["extracted_at"])
-        day_end = pd.Timestamp(day + timedelta(days=1))
         metrics = response["performanceMetrics"]
         model_version = str(response["modelVersion"])
         performance_rows.append(
@@ -189,7 +178,7 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
                 "auc": metrics["auc"],
                 "actual_conversion_rate": metrics["actualConversionRate"],
                 "predicted_conversion_rate": metrics["predictedConversionRate"],
-                "pending_backfill": extracted_at < day_end + OUTCOME_BACKFILL_WINDOW,
+                "pending_backfill": not outcomes_final(day, extracted_at),
                 "extracted_at": extracted_at,
             }
         )
@@ -207,7 +196,7 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
                     "contact_count": count,
                 }
             )
-    return _frame("fact_scorecard_performance", performance_rows), _frame(
+    return frame("fact_scorecard_performance", performance_rows), frame(
         "fact_scorecard_score_distribution", bucket_rows
     )
 
@@ -237,7 +226,7 @@ def campaign_dim_frame(listings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                     "listed_at": listed_at,
                 }
     rows = sorted(latest.values(), key=lambda row: row["campaign_id"])
-    return _frame("dim_predictive_campaign", rows)
+    return frame("dim_predictive_campaign", rows)
 
 
 def predictive_journey_frame(steps: pd.DataFrame, performance: pd.DataFrame, loaded_at: datetime) -> pd.DataFrame:
@@ -265,10 +254,6 @@ def predictive_journey_frame(steps: pd.DataFrame, performance: pd.DataFrame, loa
     joined["load_timestamp"] = to_utc_naive(loaded_at)
     joined["pending_backfill"] = joined["pending_backfill"].astype("boolean")
     columns = TABLES["fact_predictive_journey"].column_names
-    return _frame(
+    return frame(
         "fact_predictive_journey", joined[columns].sort_values(["campaign_id", "extraction_date", "step_sequence"])
     )
-
-
-def _frame(table: str, rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    return typed_frame(TABLES[table], rows)

@@ -10,11 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from pe_assets.client import OAuthCredentials, PredictiveEngagementClient
+from pe_assets.client import (
+    DEFAULT_REQUESTS_PER_MINUTE,
+    JourneyAggregatesClient,
+    OAuthCredentials,
+    PredictiveEngagementClient,
+)
 from pe_assets.config import Settings
 from pe_assets.landing import LandingZone
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
@@ -28,12 +34,19 @@ class OAuthClientConfig(dg.Config):
 
 
 class PredictiveEngagementResource(dg.ConfigurableResource):
-    """The Predictive Engagement API: tokens, the shared rate budget, retries, pagination."""
+    """Genesys Cloud's Predictive Engagement APIs: tokens, the shared rate budget, retries, paging.
+
+    ``client()`` speaks the seed contract (PE_SOURCE=predictive-engagement), ``journey_client()``
+    the real journey aggregates and action maps (PE_SOURCE=journey-aggregates); both draw on the
+    one budget file, so every step and run of a host shares the cap.
+    """
 
     api_url: str = Field(description="API base URL, e.g. https://api.mypurecloud.com")
     login_url: str = Field(description="Login base URL, e.g. https://login.mypurecloud.com")
     oauth_clients: list[OAuthClientConfig] = Field(description="One or more OAuth clients with the read scopes")
-    requests_per_minute: int = Field(default=80, description="Cap per OAuth client in any rate window")
+    requests_per_minute: int = Field(
+        default=DEFAULT_REQUESTS_PER_MINUTE, description="Cap per OAuth client in any rate window"
+    )
     rate_window_seconds: float = Field(default=60.0, description="The cap's window (60 s; tests shrink it)")
     budget_path: str = Field(description="SQLite file holding the rate budget shared by every process")
     timeout_seconds: float = 30.0
@@ -41,26 +54,41 @@ class PredictiveEngagementResource(dg.ConfigurableResource):
         default=300.0, description="A 429 asking for a longer wait fails the step (retryable) instead of sleeping"
     )
     max_concurrency: int = Field(default=8, description="Requests in flight per step")
+    job_poll_seconds: float = Field(
+        default=3.0, description="First wait between async job status polls (grows x1.5 up to 30 s)"
+    )
+    job_deadline_seconds: float = Field(default=900.0, description="An async job not done by then fails (retryable)")
+
+    def _shared_arguments(self) -> dict[str, Any]:
+        Path(self.budget_path).parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "api_url": self.api_url,
+            "login_url": self.login_url,
+            "credentials": [OAuthCredentials(c.client_id, c.client_secret) for c in self.oauth_clients],
+            "requests_per_minute": self.requests_per_minute,
+            "rate_window_seconds": self.rate_window_seconds,
+            "budget_path": self.budget_path,
+            "timeout_seconds": self.timeout_seconds,
+            "max_retry_after_seconds": self.max_retry_after_seconds,
+            "max_concurrency": self.max_concurrency,
+        }
 
     @contextmanager
     def client(self) -> Iterator[PredictiveEngagementClient]:
-        """A client for the duration of one step; its connection pool is closed afterwards."""
-        Path(self.budget_path).parent.mkdir(parents=True, exist_ok=True)
-        client = PredictiveEngagementClient(
-            api_url=self.api_url,
-            login_url=self.login_url,
-            credentials=[OAuthCredentials(c.client_id, c.client_secret) for c in self.oauth_clients],
-            requests_per_minute=self.requests_per_minute,
-            rate_window_seconds=self.rate_window_seconds,
-            budget_path=self.budget_path,
-            timeout_seconds=self.timeout_seconds,
-            max_retry_after_seconds=self.max_retry_after_seconds,
-            max_concurrency=self.max_concurrency,
-        )
-        try:
+        """A seed-contract client for the duration of one step; its connections are closed afterwards."""
+        with PredictiveEngagementClient(**self._shared_arguments()) as client:
             yield client
-        finally:
-            client.close()
+
+    @contextmanager
+    def journey_client(self) -> Iterator[JourneyAggregatesClient]:
+        """A journey aggregates client for the duration of one step; its connections are closed afterwards."""
+        with JourneyAggregatesClient(
+            **self._shared_arguments(),
+            job_poll_seconds=self.job_poll_seconds,
+            job_poll_max_seconds=max(30.0, self.job_poll_seconds),
+            job_deadline_seconds=self.job_deadline_seconds,
+        ) as client:
+            yield client
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -87,10 +115,10 @@ class UtcClock(dg.ConfigurableResource):
 
 def build_warehouse(settings: Settings) -> WarehouseResource:
     """DuckDB by default; Snowflake when PE_WAREHOUSE=snowflake (imported only then: it is slow)."""
-    if settings.warehouse == "snowflake":
-        from pe_assets.warehouse.snowflake_warehouse import snowflake_warehouse_from_env
+    if settings.snowflake is not None:
+        from pe_assets.warehouse.snowflake_warehouse import snowflake_warehouse
 
-        return snowflake_warehouse_from_env()
+        return snowflake_warehouse(settings.snowflake)
     return DuckDBWarehouse(path=settings.duckdb_path)
 
 

@@ -26,13 +26,13 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from pe_assets.defs.assets import TABLE_KINDS, _schema_check, _write_partition
-from pe_assets.defs.checks import DayVerdict, check_window, partition_check_evaluations, partitioned_asset_check
-from pe_assets.defs.partitions import daily_partitions, partition_window
-from pe_assets.defs.resources import UtcClock
+from pe_assets.defs.common.checks import DayVerdict, partition_check_evaluations, partitioned_asset_check
+from pe_assets.defs.common.resources import UtcClock
+from pe_assets.defs.common.tables import OWNERS, GraphParts, schema_check, write_partition
 from pe_assets.drift import BASELINE_DAYS, MIN_BASELINE_DAYS, drift_frame
+from pe_assets.rules import PartitionWindow, partition_window
 from pe_assets.schemas import TABLES, typed_frame
-from pe_assets.warehouse import PartitionWindow, WarehouseResource
+from pe_assets.warehouse import WarehouseResource
 
 SCORECARD_DRIFT = "scorecard_drift"
 #: PSI above this is a significant shift of the score distribution (WARN).
@@ -51,49 +51,6 @@ _SAMPLE_COLUMNS = [
     "recall_delta",
     "baseline_days",
 ]
-
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["fact_scorecard_performance", "fact_scorecard_score_distribution"],
-    check_specs=[_schema_check(SCORECARD_DRIFT)],
-    group_name="monitoring",
-    kinds=TABLE_KINDS,
-    owners=["team:data-engineering"],
-)
-def scorecard_drift(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
-) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    """Per scorecard and day, from its final snapshot: calibration gap, PSI and precision/recall deltas.
-
-    The baseline is the 28 days before each day (``pe_assets.drift``); scorecard-days without a
-    final snapshot get no row. Validated against ``ScorecardDrift`` before it replaces the window.
-    """
-    window = partition_window(context)
-    history = PartitionWindow(start=window.start - timedelta(days=BASELINE_DAYS), end=window.end)
-    performance = warehouse.read(TABLES["fact_scorecard_performance"], history)
-    distribution = warehouse.read(TABLES["fact_scorecard_score_distribution"], history)
-    frame = typed_frame(
-        TABLES[SCORECARD_DRIFT], drift_frame(performance, distribution, window.days, loaded_at=clock.now())
-    )
-    in_window = performance[
-        (performance["extraction_date"].dt.date >= window.start) & (performance["extraction_date"].dt.date < window.end)
-    ]
-    scorecard_days = in_window.drop_duplicates(["scorecard_id", "extraction_date"])
-    yield from _write_partition(
-        context,
-        warehouse,
-        SCORECARD_DRIFT,
-        frame,
-        window,
-        {
-            "scorecard_days": len(scorecard_days),
-            "scorecard_days_without_final_snapshot": len(scorecard_days) - len(frame),
-            "max_psi": _max_or_none(frame["psi"]),
-            "max_calibration_gap": _max_or_none(frame["calibration_gap"]),
-        },
-    )
 
 
 def _max_or_none(values: pd.Series) -> float | None:
@@ -145,6 +102,7 @@ def drift_verdicts(
 
 
 def _build_drift_check(
+    parts: GraphParts,
     name: str,
     rule: str,
     breaches: Callable[[pd.DataFrame], pd.Series],
@@ -154,6 +112,7 @@ def _build_drift_check(
     baseline_note = f" Rows with fewer than {MIN_BASELINE_DAYS} baseline days are not judged." if needs_baseline else ""
 
     @partitioned_asset_check(
+        parts.partitions,
         asset=SCORECARD_DRIFT,
         name=name,
         description=f"WARN when a scorecard's drift row of the day breaches: {rule}.{baseline_note}",
@@ -161,27 +120,81 @@ def _build_drift_check(
     def _check(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-        verdicts = drift_verdicts(warehouse, check_window(context), breaches, rule, needs_baseline=needs_baseline)
+        verdicts = drift_verdicts(warehouse, partition_window(context), breaches, rule, needs_baseline=needs_baseline)
         yield from partition_check_evaluations(context, SCORECARD_DRIFT, name, verdicts)
 
     return _check
 
 
-score_distribution_stable = _build_drift_check(
-    "score_distribution_stable",
-    f"psi > {PSI_THRESHOLD}",
-    lambda rows: rows["psi"] > PSI_THRESHOLD,
-    needs_baseline=True,
-)
-calibration_within_tolerance = _build_drift_check(
-    "calibration_within_tolerance",
-    f"calibration_gap > {CALIBRATION_GAP_THRESHOLD}",
-    lambda rows: rows["calibration_gap"] > CALIBRATION_GAP_THRESHOLD,
-    needs_baseline=False,
-)
-precision_recall_stable = _build_drift_check(
-    "precision_recall_stable",
-    f"precision_delta < -{METRIC_DROP_THRESHOLD} or recall_delta < -{METRIC_DROP_THRESHOLD}",
-    lambda rows: (rows["precision_delta"] < -METRIC_DROP_THRESHOLD) | (rows["recall_delta"] < -METRIC_DROP_THRESHOLD),
-    needs_baseline=True,
-)
+def build_monitoring(parts: GraphParts) -> tuple[dg.AssetsDefinition, list[dg.AssetChecksDefinition]]:
+    """``scorecard_drift`` and its three per-day WARN checks."""
+
+    @dg.asset(
+        partitions_def=parts.partitions,
+        backfill_policy=parts.single_run,
+        deps=["fact_scorecard_performance", "fact_scorecard_score_distribution"],
+        check_specs=[schema_check(SCORECARD_DRIFT)],
+        group_name="monitoring",
+        kinds=set(parts.table_kinds),
+        owners=OWNERS,
+        tags=parts.source_tags,
+    )
+    def scorecard_drift(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
+    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        """Per scorecard and day, from its final snapshot: calibration gap, PSI and precision/recall deltas.
+
+        The baseline is the 28 days before each day (``pe_assets.drift``); scorecard-days without a
+        final snapshot get no row. Validated against ``ScorecardDrift`` before it replaces the window.
+        """
+        window = partition_window(context)
+        history = PartitionWindow(start=window.start - timedelta(days=BASELINE_DAYS), end=window.end)
+        performance = warehouse.read(TABLES["fact_scorecard_performance"], history)
+        distribution = warehouse.read(TABLES["fact_scorecard_score_distribution"], history)
+        frame = typed_frame(
+            TABLES[SCORECARD_DRIFT], drift_frame(performance, distribution, window.days, loaded_at=clock.now())
+        )
+        in_window = performance[
+            (performance["extraction_date"].dt.date >= window.start)
+            & (performance["extraction_date"].dt.date < window.end)
+        ]
+        scorecard_days = in_window.drop_duplicates(["scorecard_id", "extraction_date"])
+        yield from write_partition(
+            context,
+            warehouse,
+            SCORECARD_DRIFT,
+            frame,
+            window,
+            {
+                "scorecard_days": len(scorecard_days),
+                "scorecard_days_without_final_snapshot": len(scorecard_days) - len(frame),
+                "max_psi": _max_or_none(frame["psi"]),
+                "max_calibration_gap": _max_or_none(frame["calibration_gap"]),
+            },
+        )
+
+    score_distribution_stable = _build_drift_check(
+        parts,
+        "score_distribution_stable",
+        f"psi > {PSI_THRESHOLD}",
+        lambda rows: rows["psi"] > PSI_THRESHOLD,
+        needs_baseline=True,
+    )
+    calibration_within_tolerance = _build_drift_check(
+        parts,
+        "calibration_within_tolerance",
+        f"calibration_gap > {CALIBRATION_GAP_THRESHOLD}",
+        lambda rows: rows["calibration_gap"] > CALIBRATION_GAP_THRESHOLD,
+        needs_baseline=False,
+    )
+    precision_recall_stable = _build_drift_check(
+        parts,
+        "precision_recall_stable",
+        f"precision_delta < -{METRIC_DROP_THRESHOLD} or recall_delta < -{METRIC_DROP_THRESHOLD}",
+        lambda rows: (
+            (rows["precision_delta"] < -METRIC_DROP_THRESHOLD) | (rows["recall_delta"] < -METRIC_DROP_THRESHOLD)
+        ),
+        needs_baseline=True,
+    )
+
+    return scorecard_drift, [score_distribution_stable, calibration_within_tolerance, precision_recall_stable]

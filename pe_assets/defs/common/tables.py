@@ -1,0 +1,174 @@
+"""What every source's assets share: the partitions, table asset specs, validate-then-write, API step policy.
+
+Each table's Pandera model (``pe_assets.schemas``) runs inside the asset that writes it, *before*
+the write: a failing frame is reported as a failed, blocking ``schema`` check and never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from pe_assets.client import ClientStats, PredictiveEngagementError
+from pe_assets.config import Settings
+from pe_assets.landing import LandingZone
+from pe_assets.rules import PartitionWindow
+from pe_assets.schemas import TABLES, TableSpec, validate
+from pe_assets.warehouse import WarehouseResource
+
+OWNERS = ["team:data-engineering"]
+SCHEMA_CHECK = "schema"
+#: Extraction steps of every run draw on one API budget: at most the pool's limit run at once.
+API_POOL = "pe_api"
+SOURCE_TAG = "pe_assets/source"
+
+
+@dataclass(frozen=True)
+class GraphParts:
+    """The settings-dependent pieces every asset factory needs, built once per code location load."""
+
+    settings: Settings
+    partitions: dg.DailyPartitionsDefinition
+    #: Tables show where they live (duckdb or snowflake) in the UI's kind tags.
+    table_kinds: frozenset[str]
+    #: Transient API trouble that outlived the client's own retries (or a Retry-After above the cap)
+    #: gets whole-step retries from Dagster, spaced out with backoff and jitter.
+    api_retry_policy: dg.RetryPolicy
+    single_run: dg.BackfillPolicy
+    #: Every asset says which API source it serves (PE_SOURCE): the UI shows and filters by it.
+    source_tags: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GraphParts:
+        return cls(
+            settings=settings,
+            partitions=dg.DailyPartitionsDefinition(
+                start_date=settings.partitions_start.isoformat(),
+                timezone="UTC",
+                # Only complete days: today's partition appears after midnight UTC, when its data is final.
+                end_offset=0,
+            ),
+            table_kinds=frozenset({"pandas", settings.warehouse}),
+            api_retry_policy=dg.RetryPolicy(
+                max_retries=3,
+                delay=settings.step_retry_delay_seconds,
+                backoff=dg.Backoff.EXPONENTIAL,
+                jitter=dg.Jitter.PLUS_MINUS,
+            ),
+            single_run=dg.BackfillPolicy.single_run(),
+            source_tags={SOURCE_TAG: settings.source},
+        )
+
+    @property
+    def first_day(self) -> date:
+        """The first daily partition (PE_PARTITIONS_START)."""
+        return self.settings.partitions_start
+
+
+def schema_check(table: str) -> dg.AssetCheckSpec:
+    """The blocking check that reports a table's Pandera validation (run before every write)."""
+    return dg.AssetCheckSpec(
+        SCHEMA_CHECK,
+        asset=table,
+        blocking=True,
+        description=f"Every row of {table} satisfies its Pandera model (types, nulls, ranges, uniqueness).",
+    )
+
+
+def table_asset_spec(
+    parts: GraphParts, table: str, upstream: dg.AssetsDefinition | str, description: str
+) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        table,
+        deps=[upstream],
+        description=description,
+        kinds=set(parts.table_kinds),
+        owners=OWNERS,
+        tags=parts.source_tags,
+    )
+
+
+def client_metadata(stats: ClientStats) -> dict[str, Any]:
+    """An extraction step's API figures, as materialization metadata."""
+    return {
+        "api_requests": stats.requests,
+        "api_pages": stats.pages,
+        "api_429s": stats.rate_limited_429s,
+        "api_retries": stats.retries,
+    }
+
+
+@contextmanager
+def permanent_api_errors_fail_fast() -> Iterator[None]:
+    """Let Dagster retry only what can succeed later (5xx, timeouts, a long Retry-After).
+
+    A wrong secret, a refused scope or permission, a bad URL, a bad payload or a pagination loop
+    fails the step for good, instead of being retried for minutes by the assets' RetryPolicy.
+    """
+    try:
+        yield
+    except PredictiveEngagementError as exc:
+        if exc.retryable:
+            raise
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+def landed_by_run(zone: LandingZone, dataset: str, days: Iterable[date], run_id: str) -> set[tuple[str, date]]:
+    """(source, day) pairs an earlier attempt of this run already landed: a step retry skips them,
+    so a retried run adds no second snapshot and spends no request twice."""
+    return {
+        (landed.source_id, day)
+        for day in days
+        for landed in zone.files(dataset, day)
+        if landed.envelope.get("run_id") == run_id
+    }
+
+
+def _column_schema(spec: TableSpec) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, sql_type) for name, sql_type in spec.columns])
+
+
+def write_partition(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    table: str,
+    frame: pd.DataFrame,
+    window: PartitionWindow | None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    """Validate, then write atomically; a frame that fails its model is reported and not written.
+
+    ``window`` None replaces the whole (unpartitioned) table.
+    """
+    spec = TABLES[table]
+    report = validate(spec, frame)
+    check_metadata: dict[str, Any] = {"rows_checked": report.rows, "failures": dg.MetadataValue.json(report.summary())}
+    if not report.passed:
+        check_metadata["failure_cases"] = dg.MetadataValue.md(report.failure_cases.head(20).to_markdown(index=False))
+    yield dg.AssetCheckResult(
+        asset_key=table,
+        check_name=SCHEMA_CHECK,
+        passed=report.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=check_metadata,
+    )
+    if not report.passed:
+        raise dg.Failure(
+            description=f"{table}: {len(report.failure_cases)} schema failures, nothing written: {report.summary()}",
+        )
+    rows = warehouse.replace_partition(spec, frame, window) if window else warehouse.replace_table(spec, frame)
+    context.log.info(f"{table}: wrote {rows} rows")
+    yield dg.MaterializeResult(
+        asset_key=table,
+        metadata={
+            "dagster/row_count": rows,
+            "dagster/column_schema": _column_schema(spec),
+            **(extra_metadata or {}),
+        },
+    )
