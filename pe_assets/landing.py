@@ -5,6 +5,12 @@ Layout (any fsspec URL through universal-pathlib; a local folder by default)::
     {root}/{dataset}/day={YYYY-MM-DD}/{source_id}/{extracted_at}-{nonce}.json
     {root}/{dataset}/{extracted_at}-{nonce}.json            (datasets without a day)
 
+One answer that covers many days (the journey aggregates source asks for up to 31 days at once)
+lands once, without a day, and each day it covers gets a small pointer file under ``day=`` naming
+it (``read`` opens it by that name): a day is found the same way for every source, and the
+answer itself is stored once, unchanged. The pointers are written after the answer, so a pointer
+never names a file that is not whole.
+
 A file is never overwritten: its name carries the extraction time and a random nonce, and the
 writer refuses an existing name. Local writes go to a hidden temporary file that is renamed into
 place, so a reader never sees half a file; object stores publish a PUT whole. Readers ignore
@@ -101,6 +107,14 @@ class LandingZone:
             candidates = (f for src in _children(folder) for f in _children(src) if _is_landing_file(f))
         landed = [self._read(path, dataset) for path in candidates]
         return sorted(landed, key=lambda f: (f.extracted_at, f.path))
+
+    def read(self, dataset: str, name: str) -> LandedFile:
+        """One day-less file of ``dataset`` by its file name (as a day's pointer names it)."""
+        _check_id("landing file name", name)
+        path = self.root / dataset / name
+        if not path.exists():
+            raise LandingError(f"landing file {path} is missing")
+        return self._read(path, dataset)
 
     def latest_per_source(self, dataset: str, day: date) -> dict[str, LandedFile]:
         """The newest extraction of each source for a day."""

@@ -17,6 +17,10 @@ from pandera.typing import Series
 
 CAMPAIGN_STATUSES = ("active", "paused", "archived")
 RATE = {"ge": 0.0, "le": 1.0}
+#: A step's share of its funnel's entry count. The seed contract's rates lie in [0, 1] (its
+#: transform quarantines others); journey aggregates count events, so count / qualified can pass 1
+#: or be undefined (qualified 0): kept as served, NULL when undefined, and a WARN check flags > 1.
+STEP_RATE = {"ge": 0.0}
 DATE_COLUMN = {"sql_type": "DATE"}
 
 
@@ -36,6 +40,35 @@ class DimPredictiveCampaign(pa.DataFrameModel):
         ordered = True
 
 
+class DimActionMap(pa.DataFrameModel):
+    """Journey aggregates source: one row per Genesys action map, in its latest listed state.
+
+    ``dim_predictive_campaign`` holds the columns every source shares (campaign_id = action map id);
+    this table keeps the action map's own fields.
+    """
+
+    action_map_id: Series[str] = pa.Field(unique=True)
+    display_name: Series[str] = pa.Field(nullable=True)
+    is_active: Series[pd.BooleanDtype] = pa.Field(coerce=True)
+    version: Series[pd.Int64Dtype] = pa.Field(nullable=True, coerce=True)
+    media_type: Series[str] = pa.Field(nullable=True)
+    action_template_id: Series[str] = pa.Field(nullable=True)
+    activation_type: Series[str] = pa.Field(nullable=True)
+    activation_delay_seconds: Series[pd.Int64Dtype] = pa.Field(nullable=True, coerce=True)
+    weight: Series[pd.Int64Dtype] = pa.Field(nullable=True, coerce=True)
+    ignore_frequency_cap: Series[pd.BooleanDtype] = pa.Field(nullable=True, coerce=True)
+    trigger_segment_ids: Series[str] = pa.Field(nullable=True)  # JSON array text
+    start_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    end_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    created_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    modified_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    listed_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+
+    class Config:
+        strict = True
+        ordered = True
+
+
 class FactJourneyStep(pa.DataFrameModel):
     """One row per funnel step, campaign and UTC day, from the day's latest complete extraction."""
 
@@ -45,7 +78,7 @@ class FactJourneyStep(pa.DataFrameModel):
     step_name: Series[str] = pa.Field(nullable=True)
     step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
     contact_count: Series[int] = pa.Field(ge=0, coerce=True)
-    conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    conversion_rate: Series[float] = pa.Field(**STEP_RATE, nullable=True, coerce=True)
     average_score: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
     exit_reason: Series[str] = pa.Field(nullable=True)
     scorecard_id: Series[str] = pa.Field(nullable=True)
@@ -139,7 +172,7 @@ class FactPredictiveJourney(pa.DataFrameModel):
     step_name: Series[str] = pa.Field(nullable=True)
     step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
     contact_count: Series[int] = pa.Field(ge=0, coerce=True)
-    conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
+    conversion_rate: Series[float] = pa.Field(**STEP_RATE, nullable=True, coerce=True)
     average_score: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
     exit_reason: Series[str] = pa.Field(nullable=True)
     precision: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
@@ -227,7 +260,9 @@ def typed_frame(spec: TableSpec, rows: list[dict[str, Any]] | pd.DataFrame) -> p
     nullable_columns = {name for name, column in spec.model.to_schema().columns.items() if column.nullable}
     return frame.astype(
         {
-            name: _PANDAS_DTYPES["BOOLEAN_NULLABLE" if sql == "BOOLEAN" and name in nullable_columns else sql]
+            name: _PANDAS_DTYPES.get(f"{sql}_NULLABLE", _PANDAS_DTYPES[sql])
+            if name in nullable_columns
+            else _PANDAS_DTYPES[sql]
             for name, sql in spec.columns
         }
     )
@@ -236,6 +271,7 @@ def typed_frame(spec: TableSpec, rows: list[dict[str, Any]] | pd.DataFrame) -> p
 _PANDAS_DTYPES = {
     "VARCHAR": "object",
     "BIGINT": "int64",
+    "BIGINT_NULLABLE": "Int64",  # pandas' int64 has no NULL
     "DOUBLE": "float64",
     "BOOLEAN": "bool",
     "BOOLEAN_NULLABLE": "boolean",
@@ -306,3 +342,4 @@ class ScorecardDrift(pa.DataFrameModel):
 
 
 TABLES["scorecard_drift"] = table_spec("scorecard_drift", ScorecardDrift, "extraction_date")
+TABLES["dim_action_map"] = table_spec("dim_action_map", DimActionMap, None)

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS fact_journey_step (
     step_name VARCHAR,
     step_sequence NUMBER(38,0) NOT NULL,
     contact_count NUMBER(38,0) NOT NULL,
-    conversion_rate FLOAT NOT NULL,
+    conversion_rate FLOAT,
     average_score FLOAT,
     exit_reason VARCHAR,
     scorecard_id VARCHAR,
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS fact_predictive_journey (
     step_name VARCHAR,
     step_sequence NUMBER(38,0) NOT NULL,
     contact_count NUMBER(38,0) NOT NULL,
-    conversion_rate FLOAT NOT NULL,
+    conversion_rate FLOAT,
     average_score FLOAT,
     exit_reason VARCHAR,
     precision FLOAT,
@@ -110,3 +110,22 @@ CREATE TABLE IF NOT EXISTS scorecard_drift (
     load_timestamp TIMESTAMP_NTZ NOT NULL
 )
 CLUSTER BY (extraction_date);
+
+CREATE TABLE IF NOT EXISTS dim_action_map (
+    action_map_id VARCHAR NOT NULL,
+    display_name VARCHAR,
+    is_active BOOLEAN NOT NULL,
+    version NUMBER(38,0),
+    media_type VARCHAR,
+    action_template_id VARCHAR,
+    activation_type VARCHAR,
+    activation_delay_seconds NUMBER(38,0),
+    weight NUMBER(38,0),
+    ignore_frequency_cap BOOLEAN,
+    trigger_segment_ids VARCHAR,
+    start_date TIMESTAMP_NTZ,
+    end_date TIMESTAMP_NTZ,
+    created_date TIMESTAMP_NTZ,
+    modified_date TIMESTAMP_NTZ,
+    listed_at TIMESTAMP_NTZ NOT NULL
+);
