@@ -2,7 +2,7 @@
 """pe_assets' developer entry point; needs only python3 >= 3.11.
 
     python3 dev.py demo [--days N]   run the main job on the embedded defaults (simulator -> DuckDB)
-    python3 dev.py test [PYTEST ARGS] lint, then run the test suite
+    python3 dev.py test [PYTEST ARGS] lint, `dg check defs` (both sources), then run the test suite
     python3 dev.py ui                start the simulator and the Dagster UI (dagster dev) on 127.0.0.1
     python3 dev.py simulator [ARGS]  run the API simulator alone (python -m pe_dev.simulator --help)
     python3 dev.py setup             create or refresh the virtualenv only
@@ -65,6 +65,22 @@ def _exec(command: list[object]) -> None:
     os.execv(args[0], args)
 
 
+def _check_defs() -> None:
+    """`dg check defs` loads the code location as Dagster does, once per API source.
+
+    Placeholder OAuth variables: loading checks that they are set, never their values.
+    """
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(VENV),  # dg warns when the project's venv is not the active one
+        "GENESYSCLOUD_OAUTHCLIENT_ID": os.environ.get("GENESYSCLOUD_OAUTHCLIENT_ID", "dg-check-defs"),
+        "GENESYSCLOUD_OAUTHCLIENT_SECRET": os.environ.get("GENESYSCLOUD_OAUTHCLIENT_SECRET", "dg-check-defs"),
+    }
+    for source in ("predictive-engagement", "journey-aggregates"):
+        print(f"dg check defs (PE_SOURCE={source})", flush=True)
+        _run([BIN / "dg", "check", "defs"], env={**env, "PE_SOURCE": source})
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
@@ -77,6 +93,7 @@ def main(argv: list[str]) -> None:
         _exec([PYTHON, "-m", "pe_dev.demo", *rest])
     elif command == "test":
         _run([BIN / "ruff", "check", "."])
+        _check_defs()
         _exec([PYTHON, "-m", "pytest", *rest])
     elif command == "ui":
         _exec([PYTHON, "-m", "pe_dev.ui", *rest])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pe_assets_tests.chaos_support import chaos_run
+from pe_dev.chaos import chaos_run
 
 
 def main(argv: list[str] | None = None) -> int:

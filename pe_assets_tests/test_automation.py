@@ -20,7 +20,7 @@ from pe_assets.defs.predictive_engagement.automation import build_retraining_sen
 from pe_assets.rules import RANGE_END_TAG, RANGE_START_TAG, PartitionWindow
 from pe_assets.schemas import TABLES, typed_frame
 from pe_assets.warehouse import DuckDBWarehouse
-from pe_assets_tests.pipeline import pipeline_resources, project_defs, run_days, settings_for_tests
+from pe_dev.pipeline import pipeline_resources, project_defs, run_days, settings_for_tests
 
 REPO = Path(__file__).resolve().parents[1]
 PERF = TABLES["fact_scorecard_performance"]

@@ -35,7 +35,7 @@ import pytest
 from pe_assets.client import OAuthCredentials, PaginationError, PredictiveEngagementClient
 from pe_assets.config import Settings, SettingsError
 from pe_assets.defs.common.resources import OAuthClientConfig, PredictiveEngagementResource
-from pe_assets_tests.chaos_support import (
+from pe_dev.chaos import (
     FIRST_DAY,
     NOW,
     failure_messages,

@@ -3,7 +3,7 @@
 Each test materializes the same small world twice, fault-free and with faults, and compares every
 warehouse table row for row (load/extraction timestamps left out): no row lost, none extra, no
 duplicate. Step failures that outlive the client's retries are retried by the API assets'
-``RetryPolicy`` (same ``max_retries``, delay shortened to 0.2 s by ``chaos_support.materialize``:
+``RetryPolicy`` (same ``max_retries``, delay shortened to 0.2 s by ``chaos.materialize``:
 a job's ``op_retry_policy`` would not override an asset's own policy). A run that still fails is
 run again, as an operator (or a run-retry policy) would.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pe_assets_tests.chaos_support import (
+from pe_dev.chaos import (
     FIRST_DAY,
     chaos_run,
     compare,

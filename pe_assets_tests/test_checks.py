@@ -23,7 +23,7 @@ from pe_assets.defs.predictive_engagement.checks import (
 from pe_assets.rules import PartitionWindow, latest_due_day, range_tags
 from pe_assets.schemas import TABLES, typed_frame
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
-from pe_assets_tests.pipeline import project_defs, settings_for_tests
+from pe_dev.pipeline import project_defs, settings_for_tests
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -250,7 +250,7 @@ def test_single_partition_run_records_that_partition(duckdb_warehouse):
 
 
 def test_cross_table_sql_runs_on_snowflake(tmp_path):
-    from pe_assets_tests.fakesnow_support import fakesnow_warehouse
+    from pe_dev.fakesnow import fakesnow_warehouse
 
     with fakesnow_warehouse(tmp_path) as warehouse:
         seed(warehouse)

@@ -1,7 +1,7 @@
 """Two runs of overlapping partitions at once, sharing one DuckDB file, landing dir and rate budget.
 
 Two subprocesses materialize days 1-2 and 2-3 at the same moment (each ``python -m
-pe_assets_tests.chaos_support materialize``). The DuckDB writer serializes them with its file
+pe_dev.chaos materialize``). The DuckDB writer serializes them with its file
 lock; the landing zone never overwrites a file. Then: both runs succeed (or one fails clearly and
 a re-run converges), and every table equals a single clean run of days 1-3. The scorecard history
 is append-only (day 2 was extracted twice, so it holds two identical snapshots by design): it is
@@ -15,7 +15,7 @@ from datetime import timedelta
 import duckdb
 
 from pe_assets.landing import LandingZone
-from pe_assets_tests.chaos_support import (
+from pe_dev.chaos import (
     FIRST_DAY,
     SNAPSHOT_TABLES,
     compare,

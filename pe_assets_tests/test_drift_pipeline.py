@@ -12,7 +12,7 @@ import pytest
 
 from pe_assets.drift import calibration_gap, population_stability_index
 from pe_assets.rules import range_tags
-from pe_assets_tests.pipeline import pipeline_resources, project_defs
+from pe_dev.pipeline import pipeline_resources, project_defs
 
 warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
 

@@ -16,9 +16,9 @@ from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES
 from pe_assets.transform.journey_aggregates import FUNNEL_STEPS
 from pe_assets.warehouse import WarehouseResource
-from pe_assets_tests.chaos_support import failure_messages, step_retries
-from pe_assets_tests.fakesnow_support import fakesnow_warehouse
-from pe_assets_tests.pipeline import pipeline_resources, project_defs, run_days, settings_for_tests
+from pe_dev.chaos import failure_messages, step_retries
+from pe_dev.fakesnow import fakesnow_warehouse
+from pe_dev.pipeline import pipeline_resources, project_defs, run_days, settings_for_tests
 from pe_dev.simulator import AGGREGATE_PERMISSION, ClientSpec
 
 DAY = date(2024, 3, 5)

@@ -1,6 +1,6 @@
 """SIGKILL a materialization at seeded points, then check nothing half-done is visible and a re-run converges.
 
-The run is a real subprocess (``python -m pe_assets_tests.chaos_support materialize``) against a
+The run is a real subprocess (``python -m pe_dev.chaos materialize``) against a
 simulator in this process (20 ms latency per request widens the extraction window). Day 1 was
 loaded before (the "old" partition); the killed run re-materializes days 1-2. After the kill:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from pe_assets.landing import LandingZone
-from pe_assets_tests.chaos_support import (
+from pe_dev.chaos import (
     FIRST_DAY,
     REPO_ROOT,
     SNAPSHOT_TABLES,

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
-from pe_assets_tests.fakesnow_support import fakesnow_warehouse
-from pe_assets_tests.pipeline import pipeline_resources, run_days
+from pe_dev.fakesnow import fakesnow_warehouse
+from pe_dev.pipeline import pipeline_resources, run_days
 
 DAY1, DAY2 = date(2024, 3, 5), date(2024, 3, 6)
 NOW = datetime(2024, 3, 20, 12, tzinfo=UTC)  # long after both days: outcomes are final

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pe_assets_tests.chaos_support import REPO_ROOT, child_env
+from pe_dev.chaos import REPO_ROOT, child_env
 from pe_dev.simulator import ClientSpec, SimulatorConfig, SimulatorServer
 
 CLIENT_ID = "pe-hygiene-client"
@@ -115,7 +115,7 @@ def test_a_run_failing_on_a_wrong_secret_names_the_problem_and_leaks_nothing(sim
         [
             sys.executable,
             "-m",
-            "pe_assets_tests.chaos_support",
+            "pe_dev.chaos",
             "materialize",
             "--data-dir",
             str(tmp_path / "data"),

@@ -24,8 +24,8 @@ from pe_assets.warehouse.snowflake_warehouse import (
     snowflake_ddl,
     snowflake_warehouse,
 )
-from pe_assets_tests.fakesnow_support import fakesnow_warehouse
-from pe_assets_tests.pipeline import TEST_ENV
+from pe_dev.fakesnow import fakesnow_warehouse
+from pe_dev.pipeline import TEST_ENV
 
 STEPS = TABLES["fact_journey_step"]
 JOURNEY = TABLES["fact_predictive_journey"]

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pe_assets_tests.pipeline import project_defs
+from pe_dev.pipeline import project_defs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

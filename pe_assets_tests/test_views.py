@@ -15,8 +15,8 @@ from pe_assets.defs.common import views
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, typed_frame
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseError, WarehouseResource
-from pe_assets_tests.fakesnow_support import fakesnow_warehouse
-from pe_assets_tests.pipeline import TEST_ENV, project_defs
+from pe_dev.fakesnow import fakesnow_warehouse
+from pe_dev.pipeline import TEST_ENV, project_defs
 
 JOURNEY = TABLES["fact_predictive_journey"]
 DAY1, DAY2 = date(2024, 3, 1), date(2024, 3, 2)
@@ -230,7 +230,7 @@ def test_env_configured_snowflake_warehouse_runs_the_view_asset(
     """The production wiring (EnvVars resolved by Dagster inside the run), on fakesnow."""
     from pe_assets.config import Settings
     from pe_assets.warehouse.snowflake_warehouse import snowflake_warehouse
-    from pe_assets_tests.fakesnow_support import fakesnow_patched
+    from pe_dev.fakesnow import fakesnow_patched
 
     for name, value in {
         "SNOWFLAKE_ACCOUNT": "fakesnow",

@@ -11,7 +11,7 @@ import pytest
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, typed_frame
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseError, WarehouseResource
-from pe_assets_tests.fakesnow_support import fakesnow_warehouse
+from pe_dev.fakesnow import fakesnow_warehouse
 
 SPEC = TABLES["fact_journey_step"]
 DAY1, DAY2 = date(2024, 3, 5), date(2024, 3, 6)

@@ -1,6 +1,6 @@
 """Run pe_assets' Snowflake path against fakesnow (an in-process Snowflake emulator on DuckDB).
 
-    from pe_assets_tests.fakesnow_support import fakesnow_warehouse
+    from pe_dev.fakesnow import fakesnow_warehouse
 
     def test_something(tmp_path):
         with fakesnow_warehouse(tmp_path) as warehouse:  # a SnowflakeWarehouse

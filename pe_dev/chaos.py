@@ -6,7 +6,7 @@
 * ``snapshot``/``compare``: every warehouse table as sorted rows without the load/extraction
   timestamps, and a row-for-row comparison that counts mismatches, duplicates and lost rows.
 * ``chaos_run``: one seed of the chaos experiment (fault-free truth vs a faulty run).
-* A subprocess entry point (``python -m pe_assets_tests.chaos_support materialize ...``) used by
+* A subprocess entry point (``python -m pe_dev.chaos materialize ...``) used by
   the kill and concurrency tests, with an optional pause inside the warehouse transaction
   (after the partition's DELETE, before its INSERT) to give a SIGKILL a wide, known window.
 """
@@ -34,7 +34,7 @@ from pydantic import Field
 from pe_assets.defs.common.resources import OAuthClientConfig, PredictiveEngagementResource
 from pe_assets.schemas import TABLES
 from pe_assets.warehouse import DuckDBWarehouse
-from pe_assets_tests.pipeline import pipeline_resources, run_days, settings_for_tests
+from pe_dev.pipeline import pipeline_resources, run_days, settings_for_tests
 from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -323,11 +323,11 @@ def spawn_materialize(
     marker_dir: Path | None = None,
     log_path: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m pe_assets_tests.chaos_support materialize`` against ``sim`` (not waited)."""
+    """Start ``python -m pe_dev.chaos materialize`` against ``sim`` (not waited)."""
     cmd = [
         sys.executable,
         "-m",
-        "pe_assets_tests.chaos_support",
+        "pe_dev.chaos",
         "materialize",
         "--data-dir",
         str(data_dir),
@@ -359,7 +359,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
 
 
 def _child_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="chaos_support")
+    parser = argparse.ArgumentParser(prog="chaos")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("materialize")
     run.add_argument("--data-dir", required=True)
