@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pe_assets.client import DEFAULT_REQUESTS_PER_MINUTE, ClientConfigError
 from pe_assets.client.http import check_base_url
@@ -98,6 +99,13 @@ class Settings:
     oauth_clients: tuple[OAuthClientVars, ...]
     step_retry_delay_seconds: float = DEFAULT_STEP_RETRY_DELAY_SECONDS
     snowflake: SnowflakeSettings | None = None
+    #: PE_BUDGET_URL: where the rate budget lives across hosts (``postgresql://user@host:port/db``);
+    #: None: the SQLite file ``rate_budget.sqlite`` under ``state_dir`` (one host).
+    budget_url: str | None = None
+    #: Set when PE_BUDGET_PASSWORD is: the budget database's password travels as this EnvVar name.
+    budget_password_var: str | None = None
+    #: PE_BACKFILL_DAYS_PER_RUN: a partition range runs as runs of at most this many days; None: one run.
+    backfill_days_per_run: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, today: date | None = None) -> Settings:
@@ -143,6 +151,14 @@ class Settings:
             env, "PE_STEP_RETRY_DELAY_SECONDS", DEFAULT_STEP_RETRY_DELAY_SECONDS, float, 0, 3600, "a number of seconds"
         )
 
+        budget_url = _budget_url(env)
+        days_per_run = _get(env, "PE_BACKFILL_DAYS_PER_RUN", "")
+        backfill_days_per_run = (
+            int(_number(env, "PE_BACKFILL_DAYS_PER_RUN", 0, int, 1, 3660, "a whole number of days"))
+            if days_per_run
+            else None
+        )
+
         return cls(
             source=source,
             api_url=api_url,
@@ -156,6 +172,9 @@ class Settings:
             oauth_clients=_oauth_clients(env),
             step_retry_delay_seconds=step_retry_delay_seconds,
             snowflake=_snowflake(env) if warehouse == "snowflake" else None,
+            budget_url=budget_url,
+            budget_password_var=BUDGET_PASSWORD_VAR if env.get(BUDGET_PASSWORD_VAR, "").strip() else None,
+            backfill_days_per_run=backfill_days_per_run,
         )
 
 
@@ -201,6 +220,30 @@ def _oauth_clients(env: Mapping[str, str]) -> tuple[OAuthClientVars, ...]:
             if not env.get(var, "").strip():
                 raise SettingsError(f"{var} is not set: pe_assets needs an OAuth client id and secret")
     return tuple(clients)
+
+
+BUDGET_PASSWORD_VAR = "PE_BUDGET_PASSWORD"
+_BUDGET_URL_FORM = "postgresql://USER@HOST:PORT/DATABASE (the password goes in PE_BUDGET_PASSWORD)"
+
+
+def _budget_url(env: Mapping[str, str]) -> str | None:
+    """PE_BUDGET_URL: a PostgreSQL URL without a password, or unset (the SQLite file on this host)."""
+    url = _get(env, "PE_BUDGET_URL", "")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.password is not None:
+        # Never echo the value: it holds a secret.
+        raise SettingsError(f"PE_BUDGET_URL carries a password: use {_BUDGET_URL_FORM}")
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or port == -1:
+        raise SettingsError(f"PE_BUDGET_URL={url!r} is not {_BUDGET_URL_FORM}")
+    if not parts.username or not parts.path.strip("/") or parts.query or parts.fragment:
+        raise SettingsError(f"PE_BUDGET_URL={url!r} is not {_BUDGET_URL_FORM}")
+    return url
 
 
 def _snowflake(env: Mapping[str, str]) -> SnowflakeSettings:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pe_dev.postgres import PostgresServer
 from pe_dev.simulator import SimulatorConfig, SimulatorServer
 
 
@@ -34,3 +35,10 @@ def make_simulator() -> Iterator[Callable[..., SimulatorServer]]:
 def simulator(make_simulator: Callable[..., SimulatorServer]) -> SimulatorServer:
     """A running simulator with the default config."""
     return make_simulator()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL server on loopback for the session (Debian's binaries; see pe_dev.postgres)."""
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
+        yield server

@@ -479,6 +479,12 @@ GOOD_ENV = {
         pytest.param({"PE_REQUESTS_PER_MINUTE": "eighty"}, "PE_REQUESTS_PER_MINUTE", id="rpm-text"),
         pytest.param({"PE_PARTITIONS_START": "2099-01-01"}, "PE_PARTITIONS_START", id="start-in-the-future"),
         pytest.param({"PE_PARTITIONS_START": "01/03/2024"}, "PE_PARTITIONS_START", id="start-not-a-date"),
+        pytest.param({"GENESYSCLOUD_API_URL": "http://example.com"}, "GENESYSCLOUD_API_URL", id="api-url-plain-http"),
+        pytest.param({"GENESYSCLOUD_LOGIN_URL": "ftp://login.x.com"}, "GENESYSCLOUD_LOGIN_URL", id="login-url-ftp"),
+        pytest.param({"PE_SOURCE": "genesys"}, "PE_SOURCE", id="unknown-source"),
+        pytest.param({"PE_WAREHOUSE": "bigquery"}, "PE_WAREHOUSE", id="unknown-warehouse"),
+        pytest.param({"PE_STEP_RETRY_DELAY_SECONDS": "soon"}, "PE_STEP_RETRY_DELAY_SECONDS", id="retry-delay-text"),
+        pytest.param({"PE_WAREHOUSE": "snowflake"}, "SNOWFLAKE_ACCOUNT", id="snowflake-without-account"),
     ],
 )
 def test_malformed_settings_fail_naming_the_variable(change, names):

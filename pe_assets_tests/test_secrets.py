@@ -7,7 +7,8 @@ secret. Then every byte it produced is scanned: its stdout and stderr, every fil
 DAGSTER_HOME (event log, run storage, compute logs), the landing zone, the DuckDB file and the
 rate-budget file. Needles: the secret, its base64 Basic-auth form, and every access token the
 simulator issued (the simulator keeps them in ``SimulatorServer._tokens``, keyed by token).
-A run with a wrong secret (401 at the token endpoint) is scanned the same way.
+Both API sources are scanned (PE_SOURCE). A run with a wrong secret (401 at the token endpoint) is
+scanned the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def sim():
         yield server
 
 
-def _cli(sim: SimulatorServer, tmp: Path, secret: str) -> subprocess.CompletedProcess[bytes]:
+def _cli(
+    sim: SimulatorServer, tmp: Path, secret: str, source: str = "predictive-engagement"
+) -> subprocess.CompletedProcess[bytes]:
     home = tmp / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("")
@@ -58,6 +61,7 @@ def _cli(sim: SimulatorServer, tmp: Path, secret: str) -> subprocess.CompletedPr
         "PE_DATA_DIR": str(tmp / "data"),
         "PE_PARTITIONS_START": "2024-01-01",
         "PE_REQUESTS_PER_MINUTE": "1000",
+        "PE_SOURCE": source,
     }
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "asset", "materialize", "-m", "pe_assets.definitions", "--select", "*", "--partition", DAY]
@@ -88,8 +92,9 @@ def _scan(roots: list[Path], blobs: dict[str, bytes], needles: dict[str, bytes])
     return hits, files
 
 
-def test_a_full_cli_materialization_leaks_neither_secret_nor_tokens(sim, tmp_path):
-    done = _cli(sim, tmp_path, SECRET)
+@pytest.mark.parametrize("source", ["predictive-engagement", "journey-aggregates"])
+def test_a_full_cli_materialization_leaks_neither_secret_nor_tokens(sim, tmp_path, source):
+    done = _cli(sim, tmp_path, SECRET, source)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert sim._tokens, "the run never fetched a token"
     data = tmp_path / "data"

@@ -40,7 +40,10 @@ class GraphParts:
     #: Transient API trouble that outlived the client's own retries (or a Retry-After above the cap)
     #: gets whole-step retries from Dagster, spaced out with backoff and jitter.
     api_retry_policy: dg.RetryPolicy
+    #: Unpartitioned assets (dims, views) and a partition range in one run.
     single_run: dg.BackfillPolicy
+    #: Partitioned assets: one run per range, or runs of PE_BACKFILL_DAYS_PER_RUN days (several at once).
+    backfill_policy: dg.BackfillPolicy
     #: Every asset says which API source it serves (PE_SOURCE): the UI shows and filters by it.
     source_tags: dict[str, str]
 
@@ -62,6 +65,11 @@ class GraphParts:
                 jitter=dg.Jitter.PLUS_MINUS,
             ),
             single_run=dg.BackfillPolicy.single_run(),
+            backfill_policy=(
+                dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.backfill_days_per_run)
+                if settings.backfill_days_per_run
+                else dg.BackfillPolicy.single_run()
+            ),
             source_tags={SOURCE_TAG: settings.source},
         )
 

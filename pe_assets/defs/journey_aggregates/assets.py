@@ -75,7 +75,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         retry_policy=parts.api_retry_policy,
         pool=API_POOL,
         group_name="raw",
@@ -142,7 +142,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         deps=[raw_journey_aggregates],
         check_specs=[
             schema_check("fact_journey_step"),
@@ -215,7 +215,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         deps=[fact_journey_step],
         check_specs=[schema_check("fact_predictive_journey")],
         group_name="warehouse",

@@ -71,7 +71,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         retry_policy=parts.api_retry_policy,
         pool=API_POOL,
         group_name="raw",
@@ -132,7 +132,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         retry_policy=parts.api_retry_policy,
         pool=API_POOL,
         deps=[raw_campaign_journeys],
@@ -224,7 +224,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
             ),
         ],
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         group_name="warehouse",
     )
     def journey_step_tables(
@@ -290,7 +290,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         ],
         check_specs=[schema_check("fact_scorecard_performance"), schema_check("fact_scorecard_score_distribution")],
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         group_name="warehouse",
     )
     def scorecard_tables(
@@ -313,7 +313,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         deps=["fact_journey_step", "fact_scorecard_performance"],
         check_specs=[schema_check("fact_predictive_journey")],
         group_name="warehouse",

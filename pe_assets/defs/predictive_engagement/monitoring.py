@@ -131,7 +131,7 @@ def build_monitoring(parts: GraphParts) -> tuple[dg.AssetsDefinition, list[dg.As
 
     @dg.asset(
         partitions_def=parts.partitions,
-        backfill_policy=parts.single_run,
+        backfill_policy=parts.backfill_policy,
         deps=["fact_scorecard_performance", "fact_scorecard_score_distribution"],
         check_specs=[schema_check(SCORECARD_DRIFT)],
         group_name="monitoring",
