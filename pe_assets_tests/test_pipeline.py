@@ -9,7 +9,7 @@ import pytest
 
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseResource
 from pe_dev.fakesnow import fakesnow_warehouse
-from pe_dev.pipeline import pipeline_resources, run_days
+from pe_dev.pipeline import materializations, pipeline_resources, run_days
 
 DAY1, DAY2 = date(2024, 3, 5), date(2024, 3, 6)
 NOW = datetime(2024, 3, 20, 12, tzinfo=UTC)  # long after both days: outcomes are final
@@ -161,7 +161,7 @@ def test_campaign_archived_mid_pagination_lands_nothing_partial(sim, tmp_path, w
     sim.archive_campaign(big, after_pages=1)  # the second page of its day answers 404
     result = run_days(resources, DAY1, DAY1)
     assert result.success
-    raw = result.asset_materializations_for_node("raw_campaign_journeys")[0].metadata
+    [raw] = [m.metadata for m in materializations(result, "raw_campaign_journeys")]
     assert raw["campaign_days_archived_during_run"].value == 1
     assert _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [big]) == [(0,)]
     assert not list((tmp_path / "landing" / "raw_campaign_journeys" / f"day={DAY1}").glob(f"{big}/*.json"))
@@ -220,5 +220,5 @@ def test_a_range_of_30_days_materializes_in_one_run(sim, tmp_path, wh):
     result = run_days(resources, first, first + timedelta(days=29))
     assert result.success
     assert _rows(wh, "SELECT count(DISTINCT extraction_date) FROM fact_predictive_journey") == [(30,)]
-    raw_runs = result.asset_materializations_for_node("raw_campaign_journeys")
+    raw_runs = materializations(result, "raw_campaign_journeys")
     assert len(raw_runs) >= 1 and raw_runs[0].metadata["days"].value == 30

@@ -123,3 +123,12 @@ def run_days(
         tags=range_tags(first, last),
         raise_on_error=False,
     )
+
+
+def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list[dg.AssetMaterialization]:
+    """The run's materializations of ``asset`` (whichever step, single or multi-asset, made them)."""
+    return [
+        event.materialization
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(asset)
+    ]

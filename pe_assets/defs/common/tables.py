@@ -16,8 +16,10 @@ import dagster as dg
 import pandas as pd
 
 from pe_assets.client import ClientStats, PredictiveEngagementError
+from pe_assets.client.base import ApiClientBase
 from pe_assets.config import Settings
 from pe_assets.landing import LandingZone
+from pe_assets.progress import Progress
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, TableSpec, validate
 from pe_assets.warehouse import WarehouseResource
@@ -110,6 +112,18 @@ def client_metadata(stats: ClientStats) -> dict[str, Any]:
         "api_429s": stats.rate_limited_429s,
         "api_retries": stats.retries,
     }
+
+
+def extraction_progress(context: dg.AssetExecutionContext, client: ApiClientBase, total: int, what: str) -> Progress:
+    """A step's progress, logged at least every 30 s: units done, requests, 429s, ETA from the budget."""
+    oauth_clients = max(1, len(client.stats.requests_by_client))
+    budget_per_second = client.requests_per_minute * oauth_clients / client.rate_window_seconds
+
+    def requests() -> tuple[int, int]:
+        stats = client.stats
+        return stats.requests, stats.rate_limited_429s
+
+    return Progress(total, what, context.log.info, requests, budget_per_second)
 
 
 @contextmanager

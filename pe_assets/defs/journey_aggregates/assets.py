@@ -26,6 +26,7 @@ from pe_assets.defs.common.tables import (
     OWNERS,
     GraphParts,
     client_metadata,
+    extraction_progress,
     permanent_api_errors_fail_fast,
     schema_check,
     table_asset_spec,
@@ -104,7 +105,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         with permanent_api_errors_fail_fast(), pe_api.journey_client() as client:
             listing_pages = client.list_action_map_pages()
             zone.write(ACTION_MAP_LISTING, "all", clock.now(), {"run_id": context.run_id, "pages": listing_pages})
-            for start, end in contiguous_ranges(todo):
+            ranges = contiguous_ranges(todo)
+            progress = extraction_progress(context, client, sum((e - s).days for s, e in ranges), "days")
+            for start, end in ranges:
                 for chunk in client.query_funnel(start, end):
                     path = zone.write(
                         RAW_AGGREGATES,
@@ -127,6 +130,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                         pointer = {"run_id": context.run_id, "chunk": name, "start": chunk.start.isoformat()}
                         zone.write(RAW_AGGREGATES, DAY_POINTER, clock.now(), pointer, day)
                     chunks.append(chunk)
+                    progress.advance((chunk.end - chunk.start).days)
+            progress.finish()
             stats = client.stats
         return dg.MaterializeResult(
             metadata={

@@ -27,6 +27,7 @@ from pe_assets.defs.common.tables import (
     OWNERS,
     GraphParts,
     client_metadata,
+    extraction_progress,
     landed_by_run,
     permanent_api_errors_fail_fast,
     schema_check,
@@ -69,128 +70,161 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
     # -- raw extraction ---------------------------------------------------------------------------------
 
-    @dg.asset(
+    @dg.multi_asset(
+        name="raw_extraction",
+        specs=[
+            dg.AssetSpec(
+                RAW_JOURNEYS,
+                description=(
+                    "Each active or paused campaign's journey funnel for each day, as served, in the landing zone. "
+                    "The campaign listing decides what is extracted (status comes from it) and is landed too. All "
+                    "pages of a campaign-day land as one file, or none: a campaign archived in the middle of its "
+                    "pagination answers 404 and is recorded, not half-landed."
+                ),
+                group_name="raw",
+                kinds={"api", "json"},
+                owners=OWNERS,
+                tags=parts.source_tags,
+                skippable=True,
+            ),
+            dg.AssetSpec(
+                RAW_SCORECARDS,
+                description=(
+                    "Each day's model performance for every scorecard the day's extracted campaigns use, fetched "
+                    "once per scorecard and day. Every extraction is kept: outcomes are backfilled up to 48 h after "
+                    "a day ends and retraining rewrites past metrics, so the history of snapshots is the record."
+                ),
+                group_name="raw",
+                kinds={"api", "json"},
+                owners=OWNERS,
+                tags=parts.source_tags,
+                skippable=True,
+            ),
+        ],
         partitions_def=parts.partitions,
         backfill_policy=parts.backfill_policy,
         retry_policy=parts.api_retry_policy,
         pool=API_POOL,
-        group_name="raw",
-        kinds={"api", "json"},
-        owners=OWNERS,
-        tags=parts.source_tags,
+        can_subset=True,
     )
-    def raw_campaign_journeys(
+    def raw_extraction(
         context: dg.AssetExecutionContext,
         pe_api: PredictiveEngagementResource,
         landing: LandingZoneResource,
         clock: UtcClock,
-    ) -> dg.MaterializeResult:
-        """Each active or paused campaign's journey funnel for each day, as served, in the landing zone.
+    ) -> Iterator[dg.MaterializeResult]:
+        """Every API request of the run in one step and one stretch: journeys and scorecards share the pool.
 
-        The campaign listing decides what is extracted (status comes from it, not from one request per
-        campaign) and is landed too. All pages of a campaign-day land as one file, or none: a campaign
-        archived in the middle of its pagination answers 404 and is recorded, not half-landed.
+        The scorecard requests start with the journey requests, as soon as the campaign listing says which
+        scorecards the day's campaigns use (a scorecard shared by many campaigns is fetched once per day).
+        Selected alone (``pe_scorecard_refresh_job``), scorecards follow the days' landed journeys instead.
         """
+        selected = {key.to_user_string() for key in context.selected_asset_keys}
         window = partition_window(context)
         zone = landing.zone()
-        done = landed_by_run(zone, RAW_JOURNEYS, window.days, context.run_id)
+        journeys_done = landed_by_run(zone, RAW_JOURNEYS, window.days, context.run_id)
+        scorecards_done = landed_by_run(zone, RAW_SCORECARDS, window.days, context.run_id)
         with permanent_api_errors_fail_fast(), pe_api.client() as client:
-            listing_pages = client.list_campaign_pages()
-            zone.write(CAMPAIGN_LISTING, "all", clock.now(), {"run_id": context.run_id, "pages": listing_pages})
-            campaigns = [c for page in listing_pages for c in page["entities"]]
-            extracted = [c for c in campaigns if c["status"] in EXTRACTED_STATUSES]
-
-            def extract(task: tuple[dict[str, Any], date]) -> tuple[str, date, str | None]:
-                campaign, day = task
-                try:
-                    pages = client.get_campaign_journey_pages(campaign["id"], day)
-                except NotFoundError:
-                    return campaign["id"], day, None  # archived since the listing
-                payload = {"run_id": context.run_id, "campaign": campaign, "pages": pages}
-                return campaign["id"], day, zone.write(RAW_JOURNEYS, campaign["id"], clock.now(), payload, day)
-
-            tasks = [(c, day) for day in window.days for c in extracted if (c["id"], day) not in done]
-            results = client.map(extract, tasks)
-            stats = client.stats
-
-        archived_during_run = sorted({f"{cid} ({day})" for cid, day, path in results if path is None})
-        if archived_during_run:
-            context.log.warning(f"{len(archived_during_run)} campaign-days were archived during extraction")
-        return dg.MaterializeResult(
-            metadata={
-                "days": len(window.days),
-                "campaigns_listed": len(campaigns),
-                "campaigns_extracted": len(extracted),
-                "campaigns_skipped_archived": len(campaigns) - len(extracted),
-                "campaign_days_landed": sum(1 for *_, path in results if path),
-                "campaign_days_landed_by_earlier_attempt": len(done),
-                "campaign_days_archived_during_run": len(archived_during_run),
-                "archived_during_run": dg.MetadataValue.json(archived_during_run),
-                **client_metadata(stats),
-            }
-        )
-
-    @dg.asset(
-        partitions_def=parts.partitions,
-        backfill_policy=parts.backfill_policy,
-        retry_policy=parts.api_retry_policy,
-        pool=API_POOL,
-        deps=[raw_campaign_journeys],
-        group_name="raw",
-        kinds={"api", "json"},
-        owners=OWNERS,
-        tags=parts.source_tags,
-    )
-    def raw_scorecards(
-        context: dg.AssetExecutionContext,
-        pe_api: PredictiveEngagementResource,
-        landing: LandingZoneResource,
-        clock: UtcClock,
-    ) -> dg.MaterializeResult:
-        """Each day's model performance for every scorecard the day's extracted campaigns use.
-
-        A scorecard shared by many campaigns is fetched once per day. Every extraction is kept: outcomes
-        are backfilled up to 48 h after a day ends and retraining rewrites past metrics, so the history
-        of snapshots is the record.
-        """
-        window = partition_window(context)
-        zone = landing.zone()
-        done = landed_by_run(zone, RAW_SCORECARDS, window.days, context.run_id)
-        tasks = [
-            (scorecard_id, day)
-            for day in window.days
-            for scorecard_id in sorted(
-                {
-                    f.envelope["campaign"]["scorecardId"]
-                    for f in zone.latest_per_source(RAW_JOURNEYS, day).values()
-                    if f.envelope.get("campaign", {}).get("scorecardId")
+            campaigns: list[dict[str, Any]] = []
+            journey_tasks: list[tuple[str, dict[str, Any], date]] = []
+            if RAW_JOURNEYS in selected:
+                listing_pages = client.list_campaign_pages()
+                zone.write(CAMPAIGN_LISTING, "all", clock.now(), {"run_id": context.run_id, "pages": listing_pages})
+                campaigns = [c for page in listing_pages for c in page["entities"]]
+                extracted = [c for c in campaigns if c["status"] in EXTRACTED_STATUSES]
+                journey_tasks = [
+                    ("journey", c, day) for day in window.days for c in extracted if (c["id"], day) not in journeys_done
+                ]
+                scorecards_by_day = {
+                    day: sorted({c["scorecardId"] for c in extracted if c.get("scorecardId")}) for day in window.days
                 }
+            else:
+                scorecards_by_day = {
+                    day: sorted(
+                        {
+                            f.envelope["campaign"]["scorecardId"]
+                            for f in zone.latest_per_source(RAW_JOURNEYS, day).values()
+                            if f.envelope.get("campaign", {}).get("scorecardId")
+                        }
+                    )
+                    for day in window.days
+                }
+            scorecard_tasks = (
+                [
+                    ("scorecard", {"id": sid}, day)
+                    for day in window.days
+                    for sid in scorecards_by_day[day]
+                    if (sid, day) not in scorecards_done
+                ]
+                if RAW_SCORECARDS in selected
+                else []
             )
-            if (scorecard_id, day) not in done
-        ]
-        with permanent_api_errors_fail_fast(), pe_api.client() as client:
+            progress = extraction_progress(
+                context, client, len(journey_tasks) + len(scorecard_tasks), "campaign-days and scorecard-days"
+            )
 
-            def extract(task: tuple[str, date]) -> tuple[str, date, str | None]:
-                scorecard_id, day = task
+            def extract(task: tuple[str, dict[str, Any], date]) -> tuple[str, str, date, str | None]:
+                kind, source, day = task
                 try:
-                    response = client.get_scorecard_performance(scorecard_id, day)
+                    if kind == "journey":
+                        payload = {
+                            "run_id": context.run_id,
+                            "campaign": source,
+                            "pages": client.get_campaign_journey_pages(source["id"], day),
+                        }
+                        dataset = RAW_JOURNEYS
+                    else:
+                        payload = {
+                            "run_id": context.run_id,
+                            "response": client.get_scorecard_performance(source["id"], day),
+                        }
+                        dataset = RAW_SCORECARDS
                 except NotFoundError:
-                    return scorecard_id, day, None
-                payload = {"run_id": context.run_id, "response": response}
-                return scorecard_id, day, zone.write(RAW_SCORECARDS, scorecard_id, clock.now(), payload, day)
+                    return kind, source["id"], day, None  # archived since the listing / scorecard gone
+                finally:
+                    progress.advance()
+                return kind, source["id"], day, zone.write(dataset, source["id"], clock.now(), payload, day)
 
+            # Day by day, journeys then scorecards: every request of the run draws on one pool and budget.
+            tasks = sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
             results = client.map(extract, tasks)
+            progress.finish()
             stats = client.stats
-        missing = sorted(f"{sid} ({day})" for sid, day, path in results if path is None)
-        return dg.MaterializeResult(
-            metadata={
-                "days": len(window.days),
-                "scorecard_days_landed": len(results) - len(missing),
-                "scorecard_days_landed_by_earlier_attempt": len(done),
-                "scorecards_not_found": dg.MetadataValue.json(missing),
-                **client_metadata(stats),
-            }
-        )
+
+        journeys = [r for r in results if r[0] == "journey"]
+        scorecards = [r for r in results if r[0] == "scorecard"]
+        api_metadata = client_metadata(stats)
+        if RAW_JOURNEYS in selected:
+            archived_during_run = sorted({f"{cid} ({day})" for _, cid, day, path in journeys if path is None})
+            if archived_during_run:
+                context.log.warning(f"{len(archived_during_run)} campaign-days were archived during extraction")
+            extracted_count = sum(1 for c in campaigns if c["status"] in EXTRACTED_STATUSES)
+            yield dg.MaterializeResult(
+                asset_key=RAW_JOURNEYS,
+                metadata={
+                    "days": len(window.days),
+                    "campaigns_listed": len(campaigns),
+                    "campaigns_extracted": extracted_count,
+                    "campaigns_skipped_archived": len(campaigns) - extracted_count,
+                    "campaign_days_landed": sum(1 for *_, path in journeys if path),
+                    "campaign_days_landed_by_earlier_attempt": len(journeys_done),
+                    "campaign_days_archived_during_run": len(archived_during_run),
+                    "archived_during_run": dg.MetadataValue.json(archived_during_run),
+                    **api_metadata,
+                },
+            )
+        if RAW_SCORECARDS in selected:
+            missing = sorted(f"{sid} ({day})" for _, sid, day, path in scorecards if path is None)
+            yield dg.MaterializeResult(
+                asset_key=RAW_SCORECARDS,
+                metadata={
+                    "days": len(window.days),
+                    "scorecard_days_landed": len(scorecards) - len(missing),
+                    "scorecard_days_landed_by_earlier_attempt": len(scorecards_done),
+                    "scorecards_not_found": dg.MetadataValue.json(missing),
+                    **api_metadata,
+                },
+            )
 
     # -- warehouse tables -------------------------------------------------------------------------------
 
@@ -199,13 +233,13 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
             table_asset_spec(
                 parts,
                 "fact_journey_step",
-                raw_campaign_journeys,
+                RAW_JOURNEYS,
                 "One row per funnel step, campaign and UTC day (steps in served order).",
             ),
             table_asset_spec(
                 parts,
                 "rejected_journey_step",
-                raw_campaign_journeys,
+                RAW_JOURNEYS,
                 "Steps kept out of the facts (no stepId, no contactCount, bad types), with the reason.",
             ),
         ],
@@ -278,13 +312,13 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
             table_asset_spec(
                 parts,
                 "fact_scorecard_performance",
-                raw_scorecards,
+                RAW_SCORECARDS,
                 "Append-only history of model performance: one row per scorecard, day and extraction.",
             ),
             table_asset_spec(
                 parts,
                 "fact_scorecard_score_distribution",
-                raw_scorecards,
+                RAW_SCORECARDS,
                 "Contacts per score bucket for every scorecard snapshot.",
             ),
         ],
@@ -339,7 +373,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         )
 
     @dg.asset(
-        deps=[raw_campaign_journeys],
+        deps=[RAW_JOURNEYS],
         backfill_policy=parts.single_run,
         check_specs=[schema_check("dim_predictive_campaign")],
         group_name="warehouse",
@@ -364,8 +398,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         )
 
     return [
-        raw_campaign_journeys,
-        raw_scorecards,
+        raw_extraction,
         journey_step_tables,
         scorecard_tables,
         fact_predictive_journey,
