@@ -318,12 +318,28 @@ def test_retry_after_above_cap_fails_fast(server):
 
 
 # -- budget and map, no server -------------------------------------------------------------------
-def test_budget_sliding_log_counts_from_the_answer(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def budget_store(request, tmp_path):
+    """The same contract on both stores: ``make(clock)`` -> a SQLite path or a PostgreSQL store
+    (a fresh schema of the session's server, its database clock replaced by ``clock``)."""
+
+    def make(clock):
+        if request.param == "sqlite":
+            return tmp_path / "b.sqlite"
+        from pe_assets_tests.test_budget_postgres import fake_clock_store
+
+        return fake_clock_store(request.getfixturevalue("postgres"), clock)
+
+    return make
+
+
+def test_budget_sliding_log_counts_from_the_answer(budget_store):
     from pe_assets.client import RateBudget, budget_key
     from pe_assets.client.budget import Grant, Wait
 
     now = [1000.0]
-    budget = RateBudget(tmp_path / "b.sqlite", cap=2, window=10.0, clock=lambda: now[0], inflight_deadline=99)
+    clock = lambda: now[0]  # noqa: E731
+    budget = RateBudget(budget_store(clock), cap=2, window=10.0, clock=clock, inflight_deadline=99)
     a, b = budget_key("client-a"), budget_key("client-b")
     assert "client-a" not in a
     g1, g2 = budget.try_acquire([a]), budget.try_acquire([a])

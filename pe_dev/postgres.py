@@ -15,6 +15,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -45,12 +46,15 @@ class PostgresServer:
     """One PostgreSQL cluster in ``folder``, listening on ``host:port`` (a free port by default)."""
 
     def __init__(self, folder: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.folder = Path(folder)
+        self._as_postgres = os.geteuid() == 0
+        # As root the server runs as ``postgres``, which must reach its folder: test folders are
+        # often 0700 root (pytest resets its base folder), so the cluster lives in its own /tmp folder.
+        self.folder = Path(tempfile.mkdtemp(prefix="pe-postgres-")) if self._as_postgres else Path(folder)
+        self._owns_folder = self._as_postgres
         self.data = self.folder / "data"
         self.host = host
         self.port = port or free_port(host)
         self._bin = pg_bin()
-        self._as_postgres = os.geteuid() == 0
 
     @property
     def url(self) -> str:
@@ -74,11 +78,6 @@ class PostgresServer:
         if self._as_postgres:
             user = pwd.getpwnam("postgres")
             os.chown(self.folder, user.pw_uid, user.pw_gid)
-            # Temporary folders are often 0700 root: let the postgres user walk down to its folder.
-            for parent in self.folder.resolve().parents:
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    parent.chmod(mode | 0o001)
         self._run([str(self._bin / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8"])
 
     def start(self) -> PostgresServer:
@@ -128,4 +127,8 @@ class PostgresServer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop("immediate")
+        try:
+            self.stop("immediate")
+        finally:
+            if self._owns_folder:
+                shutil.rmtree(self.folder, ignore_errors=True)

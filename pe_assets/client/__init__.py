@@ -15,12 +15,13 @@ from .api import (
 )
 from .auth import READ_SCOPES, OAuthCredentials, is_write_scope
 from .base import ApiClientBase
-from .budget import RateBudget, budget_key
+from .budget import BudgetStore, PostgresBudgetStore, RateBudget, SqliteBudgetStore, budget_key
 from .errors import (
     ApiConnectionError,
     ApiError,
     AsyncJobError,
     AuthenticationError,
+    BudgetStoreError,
     ClientConfigError,
     NotFoundError,
     PaginationError,
@@ -69,6 +70,8 @@ __all__ = [
     "ApiError",
     "AsyncJobError",
     "AuthenticationError",
+    "BudgetStore",
+    "BudgetStoreError",
     "ClientConfigError",
     "ClientStats",
     "FunnelCounts",
@@ -78,6 +81,7 @@ __all__ = [
     "PaginationError",
     "PayloadError",
     "PermissionDeniedError",
+    "PostgresBudgetStore",
     "PredictiveEngagementClient",
     "PredictiveEngagementError",
     "QueryCancelledError",
@@ -87,6 +91,7 @@ __all__ = [
     "RetryAfterTooLong",
     "SchemaDrift",
     "ServerError",
+    "SqliteBudgetStore",
     "budget_key",
     "build_aggregate_query",
     "chunk_days",

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from .auth import READ_SCOPES, OAuthCredentials
 from .base import ApiClientBase, ClientStats, Params
+from .budget import BudgetStore
 from .errors import ClientConfigError, PaginationError, PayloadError
 
 __all__ = [
@@ -110,7 +111,7 @@ class PredictiveEngagementClient(ApiClientBase):
         credentials: Sequence[OAuthCredentials] | OAuthCredentials,
         *,
         requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE,
-        budget_path: Path | str | None = None,
+        budget_path: Path | str | BudgetStore | None = None,
         timeout_seconds: float = 30.0,
         max_retry_after_seconds: float = 300.0,
         max_attempts: int = 5,

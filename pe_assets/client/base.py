@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from .auth import READ_SCOPES, OAuthCredentials, TokenProvider, check_requested_scopes
-from .budget import Grant, RateBudget, budget_key
+from .budget import BudgetStore, Grant, RateBudget, budget_key
 from .errors import (
     AuthenticationError,
     ClientConfigError,
@@ -111,7 +111,8 @@ class ApiClientBase:
 
     One pooled ``httpx.Client`` (keep-alive, TLS verification on) is shared by every thread. Each
     request first takes a slot from the rate budget of the OAuth client with the most budget left
-    (shared across processes via ``budget_path``), then gets that client's bearer token, then is
+    (shared across processes via ``budget_path``: a SQLite file, or a ``PostgresBudgetStore``
+    shared across hosts), then gets that client's bearer token, then is
     sent; failures are retried by tenacity (429 after Retry-After; 5xx, timeouts and connection
     errors with exponential backoff and jitter; a 401 renews the token and repeats the call once).
     Rate-limit headers (``X-RateLimit-*`` and Genesys' ``inin-ratelimit-*``) saying the server's
@@ -131,7 +132,7 @@ class ApiClientBase:
         credentials: Sequence[OAuthCredentials] | OAuthCredentials,
         *,
         requests_per_minute: int,
-        budget_path: Path | str | None,
+        budget_path: Path | str | BudgetStore | None,
         timeout_seconds: float,
         max_retry_after_seconds: float,
         max_attempts: int,
@@ -191,8 +192,10 @@ class ApiClientBase:
             follow_redirects=False,  # a redirect could carry the bearer token elsewhere
             headers={"Accept": "application/json", "User-Agent": "pe_assets-client/1"},
         )
+        # A store fails closed: when it cannot be reached, try_acquire raises BudgetStoreError
+        # (not retried here, never a request sent without a slot).
         self._budget = RateBudget(
-            Path(budget_path) if budget_path is not None else None,
+            budget_path if isinstance(budget_path, BudgetStore) or budget_path is None else Path(budget_path),
             cap=requests_per_minute,
             window=self.rate_window_seconds,
             clock=clock,
@@ -230,7 +233,7 @@ class ApiClientBase:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the thread pool and close the connection pool and the budget file."""
+        """Stop the thread pool and close the connection pool and the budget store."""
         if self._closed:
             return
         self._closed = True

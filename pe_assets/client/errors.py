@@ -163,3 +163,14 @@ class AsyncJobError(PredictiveEngagementError):
 
 class QueryCancelledError(PredictiveEngagementError):
     """The caller's cancel hook asked to stop; any async job in flight was deleted first."""
+
+
+class BudgetStoreError(PredictiveEngagementError):
+    """The shared rate budget's store (PE_BUDGET_URL's PostgreSQL) cannot be reached or refused us.
+
+    The client fails closed: it sends no request without a budget slot, so nothing was sent.
+    Retryable: a later attempt succeeds once the database answers again. The message names the
+    store's host, port and database, never its password.
+    """
+
+    retryable = True

@@ -19,6 +19,7 @@ from pe_assets.client import (
     DEFAULT_REQUESTS_PER_MINUTE,
     JourneyAggregatesClient,
     OAuthCredentials,
+    PostgresBudgetStore,
     PredictiveEngagementClient,
 )
 from pe_assets.config import Settings
@@ -38,7 +39,8 @@ class PredictiveEngagementResource(dg.ConfigurableResource):
 
     ``client()`` speaks the seed contract (PE_SOURCE=predictive-engagement), ``journey_client()``
     the real journey aggregates and action maps (PE_SOURCE=journey-aggregates); both draw on the
-    one budget file, so every step and run of a host shares the cap.
+    one budget: the SQLite file ``budget_path`` (every step and run of a host shares the cap), or,
+    when ``budget_url`` is set, a PostgreSQL database shared by every host.
     """
 
     api_url: str = Field(description="API base URL, e.g. https://api.mypurecloud.com")
@@ -49,6 +51,14 @@ class PredictiveEngagementResource(dg.ConfigurableResource):
     )
     rate_window_seconds: float = Field(default=60.0, description="The cap's window (60 s; tests shrink it)")
     budget_path: str = Field(description="SQLite file holding the rate budget shared by every process")
+    budget_url: str | None = Field(
+        default=None,
+        description="postgresql://USER@HOST:PORT/DB holding the budget shared by every host (PE_BUDGET_URL); "
+        "None: budget_path",
+    )
+    budget_password: str | None = Field(
+        default=None, description="Password of budget_url's user; only ever an EnvVar (PE_BUDGET_PASSWORD)"
+    )
     timeout_seconds: float = 30.0
     max_retry_after_seconds: float = Field(
         default=300.0, description="A 429 asking for a longer wait fails the step (retryable) instead of sleeping"
@@ -60,14 +70,20 @@ class PredictiveEngagementResource(dg.ConfigurableResource):
     job_deadline_seconds: float = Field(default=900.0, description="An async job not done by then fails (retryable)")
 
     def _shared_arguments(self) -> dict[str, Any]:
-        Path(self.budget_path).parent.mkdir(parents=True, exist_ok=True)
+        budget: PostgresBudgetStore | str
+        if self.budget_url:
+            # Fails closed at the first request if the database is unreachable (BudgetStoreError).
+            budget = PostgresBudgetStore.from_url(self.budget_url, password=self.budget_password)
+        else:
+            Path(self.budget_path).parent.mkdir(parents=True, exist_ok=True)
+            budget = self.budget_path
         return {
             "api_url": self.api_url,
             "login_url": self.login_url,
             "credentials": [OAuthCredentials(c.client_id, c.client_secret) for c in self.oauth_clients],
             "requests_per_minute": self.requests_per_minute,
             "rate_window_seconds": self.rate_window_seconds,
-            "budget_path": self.budget_path,
+            "budget_path": budget,
             "timeout_seconds": self.timeout_seconds,
             "max_retry_after_seconds": self.max_retry_after_seconds,
             "max_concurrency": self.max_concurrency,
@@ -134,6 +150,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             ],
             requests_per_minute=settings.requests_per_minute,
             budget_path=str(Path(settings.state_dir) / "rate_budget.sqlite"),
+            budget_url=settings.budget_url,
+            budget_password=dg.EnvVar(settings.budget_password_var) if settings.budget_password_var else None,
         ),
         "landing": LandingZoneResource(url=settings.landing_url),
         "warehouse": build_warehouse(settings),
