@@ -12,10 +12,15 @@ answer itself is stored once, unchanged. The pointers are written after the answ
 never names a file that is not whole.
 
 A file is never overwritten: its name carries the extraction time and a random nonce, and the
-writer refuses an existing name. Local writes go to a hidden temporary file that is renamed into
-place, so a reader never sees half a file; object stores publish a PUT whole. Readers ignore
-hidden files. Facts are rebuilt from these files, so history outlives the API (archived campaigns,
-retrained scorecards).
+writer refuses an existing name in the same step that creates the file, so that two writers of one
+name cannot both succeed. Local writes go to a hidden temporary file that is linked into place
+(``os.link`` fails on an existing name), so a reader never sees half a file. On S3
+(``PE_LANDING_URL=s3://bucket/prefix``) one PutObject is visible whole or not at all, and it is sent
+with ``If-None-Match: *``: the store itself refuses an existing key (412), with no window between a
+check and the write. Credentials and the endpoint come from the standard AWS environment
+(``AWS_ACCESS_KEY_ID``..., ``AWS_ENDPOINT_URL_S3`` for S3-compatible stores), never from this code.
+Readers ignore hidden files. Facts are rebuilt from these files, so history outlives the API
+(archived campaigns, retrained scorecards).
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import s3fs
 from upath import UPath
 from upath.implementations.local import LocalPath
 
 # The envelope's own format version, so that readers can evolve with it.
 ENVELOPE_VERSION = 1
+_S3_PROTOCOLS = ("s3", "s3a")
 _SAFE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -56,7 +63,12 @@ class LandingZone:
     """Append-only store of raw extraction envelopes under one root URL."""
 
     def __init__(self, root_url: str) -> None:
-        self.root = UPath(root_url)
+        root = UPath(root_url)
+        if root.protocol in _S3_PROTOCOLS:
+            # Another host (a run pod) may land files at any time: a cached listing would hide them
+            # from ``files``, so every listing asks the store.
+            root = UPath(root_url, use_listings_cache=False)
+        self.root = root
 
     def __repr__(self) -> str:
         return f"LandingZone({str(self.root)!r})"
@@ -88,13 +100,19 @@ class LandingZone:
         folder = self._folder(dataset, day, source_id)
         name = f"{extracted_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}.json"
         target = folder / name
-        folder.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            raise LandingError(f"refusing to overwrite landing file {target}")
-        if isinstance(target, LocalPath):
-            _atomic_local_write(target, body)
-        else:
-            target.write_bytes(body)  # an object store PUT is visible whole or not at all
+        try:
+            if isinstance(target, LocalPath):
+                folder.mkdir(parents=True, exist_ok=True)
+                _atomic_local_write(target, body)
+            elif _is_s3(target):
+                _create_s3_object(target, body)
+            else:
+                # Other fsspec stores (memory:// in tests): "create" is exclusive where the store
+                # supports it, else fsspec's own check before the write (the best they offer).
+                folder.mkdir(parents=True, exist_ok=True)
+                target.fs.pipe_file(target.path, body, mode="create")
+        except FileExistsError:
+            raise LandingError(f"refusing to overwrite landing file {target}") from None
         return str(target)
 
     def files(self, dataset: str, day: date | None = None) -> list[LandedFile]:
@@ -111,10 +129,7 @@ class LandingZone:
     def read(self, dataset: str, name: str) -> LandedFile:
         """One day-less file of ``dataset`` by its file name (as a day's pointer names it)."""
         _check_id("landing file name", name)
-        path = self.root / dataset / name
-        if not path.exists():
-            raise LandingError(f"landing file {path} is missing")
-        return self._read(path, dataset)
+        return self._read(self.root / dataset / name, dataset)
 
     def latest_per_source(self, dataset: str, day: date) -> dict[str, LandedFile]:
         """The newest extraction of each source for a day."""
@@ -133,7 +148,12 @@ class LandingZone:
 
     def _read(self, path: UPath, dataset: str) -> LandedFile:
         try:
-            envelope = json.loads(path.read_bytes())
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            # One request, not exists-then-read: on an object store each check is a round trip.
+            raise LandingError(f"landing file {path} is missing") from None
+        try:
+            envelope = json.loads(raw)
             day_text = envelope["day"]
             return LandedFile(
                 path=str(path),
@@ -164,13 +184,31 @@ def _is_landing_file(path: UPath) -> bool:
     return path.name.endswith(".json") and not path.name.startswith(".")
 
 
+def _is_s3(path: UPath) -> bool:
+    return isinstance(path.fs, s3fs.S3FileSystem)
+
+
+def _create_s3_object(target: UPath, body: bytes) -> None:
+    """One PutObject with ``If-None-Match: *``: the store refuses an existing key (412), which
+    s3fs raises as ``FileExistsError``. No folders to make: S3 keys are flat, and s3fs's mkdir
+    would create a missing *bucket*, which must stay a deployment decision, not a side effect."""
+    try:
+        target.fs.pipe_file(target.path, body, mode="create", ContentType="application/json")
+    except FileNotFoundError as exc:  # NoSuchBucket: say which root is wrong, not just "not found"
+        raise LandingError(f"cannot write landing file {target}: the bucket does not exist ({exc})") from None
+    # A PUT retried after a lost answer meets its own first copy and fails as an overwrite: the step
+    # fails and is retried under a new name; the orphan is a whole, valid extraction (latest wins).
+
+
 def _atomic_local_write(target: UPath, body: bytes) -> None:
     tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "xb") as handle:
+    with open(tmp, "xb") as handle:  # "x": a same-named writer's temporary file is never reused
         handle.write(body)
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(tmp, 0o444)  # raw history is read-only: an accidental rewrite fails loudly
-    # os.link fails if the target exists, so even a racing writer cannot overwrite it.
-    os.link(tmp, target)
-    os.unlink(tmp)
+    try:
+        os.chmod(tmp, 0o444)  # raw history is read-only: an accidental rewrite fails loudly
+        # os.link fails if the target exists, so even a racing writer cannot overwrite it.
+        os.link(tmp, target)
+    finally:
+        os.unlink(tmp)  # also when refused: no hidden leftovers
