@@ -25,6 +25,7 @@ import httpx
 
 from .auth import OAuthCredentials
 from .base import ApiClientBase, Params
+from .budget import BudgetStore
 from .errors import (
     ApiError,
     AsyncJobError,
@@ -305,6 +306,18 @@ class SchemaDrift:
     unknown_dimensions: tuple[str, ...] = ()
     unknown_fields: tuple[str, ...] = ()
 
+    @classmethod
+    def merge(cls, reports: Iterable[SchemaDrift]) -> SchemaDrift:
+        """One report for several (e.g. the chunks of a run)."""
+        reports = list(reports)
+
+        def union(part: str) -> tuple[str, ...]:
+            return tuple(sorted({name for report in reports for name in getattr(report, part)}))
+
+        return cls(
+            union("unknown_metrics"), union("unrequested_metrics"), union("unknown_dimensions"), union("unknown_fields")
+        )
+
     def __bool__(self) -> bool:
         return any((self.unknown_metrics, self.unrequested_metrics, self.unknown_dimensions, self.unknown_fields))
 
@@ -409,7 +422,7 @@ class JourneyAggregatesClient(ApiClientBase):
         credentials: Sequence[OAuthCredentials] | OAuthCredentials,
         *,
         requests_per_minute: int = 280,
-        budget_path: Path | str | None = None,
+        budget_path: Path | str | BudgetStore | None = None,
         timeout_seconds: float = 30.0,
         max_retry_after_seconds: float = 300.0,
         max_attempts: int = 5,

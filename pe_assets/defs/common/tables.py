@@ -6,10 +6,10 @@ the write: a failing frame is reported as a failed, blocking ``schema`` check an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -156,6 +156,84 @@ def _column_schema(spec: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, sql_type) for name, sql_type in spec.columns])
 
 
+#: A ranged run rebuilds its tables this many days at a time: memory is bounded by a chunk of days,
+#: not by the range (a year at 400 campaigns is ~1.7M step rows), and each chunk's days are replaced
+#: in one transaction, so every day is old or new, never partial.
+CHUNK_DAYS = 31
+
+#: One chunk of one or more tables: table -> (frame, days it replaces; None: the whole table).
+TableChunk = Mapping[str, tuple[pd.DataFrame, PartitionWindow | None]]
+
+
+def window_chunks(window: PartitionWindow, days: int = CHUNK_DAYS) -> list[PartitionWindow]:
+    """``window`` cut into consecutive windows of at most ``days`` days."""
+    starts = window.days[::days]
+    return [PartitionWindow(start, min(start + timedelta(days=days), window.end)) for start in starts]
+
+
+def write_tables(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    chunks: Iterable[TableChunk],
+    extra_metadata: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    """Validate each chunk's frames against their models, then write them (each atomically).
+
+    A chunk whose frame fails its model is not written: its failed, blocking ``schema`` check is
+    reported and the step fails (chunks before it stay written, each day whole). Otherwise one
+    passed check and one materialization per table close the step. ``extra_metadata`` is read
+    after the last chunk (so chunk producers can count as they go): table -> metadata.
+    """
+    rows: dict[str, int] = {}
+    checked: dict[str, int] = {}
+    for chunk in chunks:
+        for table, (frame, _) in chunk.items():
+            report = validate(TABLES[table], frame)
+            checked[table] = checked.get(table, 0) + report.rows
+            if not report.passed:
+                yield dg.AssetCheckResult(
+                    asset_key=table,
+                    check_name=SCHEMA_CHECK,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={
+                        "rows_checked": checked[table],
+                        "failures": dg.MetadataValue.json(report.summary()),
+                        "failure_cases": dg.MetadataValue.md(report.failure_cases.head(20).to_markdown(index=False)),
+                    },
+                )
+                raise dg.Failure(
+                    description=(
+                        f"{table}: {len(report.failure_cases)} schema failures, "
+                        f"nothing written for these days: {report.summary()}"
+                    ),
+                )
+        for table, (frame, window) in chunk.items():
+            spec = TABLES[table]
+            written = (
+                warehouse.replace_partition(spec, frame, window) if window else warehouse.replace_table(spec, frame)
+            )
+            rows[table] = rows.get(table, 0) + written
+    extras = extra_metadata() if extra_metadata else {}
+    for table, count in rows.items():
+        context.log.info(f"{table}: wrote {count} rows")
+        yield dg.AssetCheckResult(
+            asset_key=table,
+            check_name=SCHEMA_CHECK,
+            passed=True,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"rows_checked": checked[table], "failures": dg.MetadataValue.json({})},
+        )
+        yield dg.MaterializeResult(
+            asset_key=table,
+            metadata={
+                "dagster/row_count": count,
+                "dagster/column_schema": _column_schema(TABLES[table]),
+                **extras.get(table, {}),
+            },
+        )
+
+
 def write_partition(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -164,33 +242,5 @@ def write_partition(
     window: PartitionWindow | None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    """Validate, then write atomically; a frame that fails its model is reported and not written.
-
-    ``window`` None replaces the whole (unpartitioned) table.
-    """
-    spec = TABLES[table]
-    report = validate(spec, frame)
-    check_metadata: dict[str, Any] = {"rows_checked": report.rows, "failures": dg.MetadataValue.json(report.summary())}
-    if not report.passed:
-        check_metadata["failure_cases"] = dg.MetadataValue.md(report.failure_cases.head(20).to_markdown(index=False))
-    yield dg.AssetCheckResult(
-        asset_key=table,
-        check_name=SCHEMA_CHECK,
-        passed=report.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=check_metadata,
-    )
-    if not report.passed:
-        raise dg.Failure(
-            description=f"{table}: {len(report.failure_cases)} schema failures, nothing written: {report.summary()}",
-        )
-    rows = warehouse.replace_partition(spec, frame, window) if window else warehouse.replace_table(spec, frame)
-    context.log.info(f"{table}: wrote {rows} rows")
-    yield dg.MaterializeResult(
-        asset_key=table,
-        metadata={
-            "dagster/row_count": rows,
-            "dagster/column_schema": _column_schema(spec),
-            **(extra_metadata or {}),
-        },
-    )
+    """One frame (``window`` None: the whole table): validate, then write atomically (``write_tables``)."""
+    yield from write_tables(context, warehouse, [{table: (frame, window)}], lambda: {table: extra_metadata or {}})

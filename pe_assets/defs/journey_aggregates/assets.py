@@ -18,24 +18,28 @@ from itertools import groupby
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
-from pe_assets.client.journey_aggregates import schema_drift
+from pe_assets.client.journey_aggregates import SchemaDrift, schema_drift
 from pe_assets.defs.common.resources import LandingZoneResource, PredictiveEngagementResource, UtcClock
 from pe_assets.defs.common.tables import (
     API_POOL,
     OWNERS,
     GraphParts,
+    TableChunk,
     client_metadata,
     extraction_progress,
     permanent_api_errors_fail_fast,
     schema_check,
     table_asset_spec,
+    window_chunks,
     write_partition,
+    write_tables,
 )
 from pe_assets.landing import LandingZone
 from pe_assets.rules import PartitionWindow, partition_window
 from pe_assets.schemas import TABLES, typed_frame
-from pe_assets.transform.journey_aggregates import action_map_frames, journey_step_frame
+from pe_assets.transform.journey_aggregates import FUNNEL_STEPS, action_map_frames, journey_step_frame
 from pe_assets.transform.predictive_engagement import predictive_journey_frame
 from pe_assets.warehouse import WarehouseResource
 
@@ -174,21 +178,32 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource, clock: UtcClock
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         """11 rows per action map and UTC day with data (the funnel dictionary), from the landed answers."""
-        window = partition_window(context)
-        chunks = latest_chunks(landing.zone(), window)
-        frame = journey_step_frame(chunks, loaded_at=clock.now())
-        drift = schema_drift(response for envelope, _ in chunks for response in envelope["responses"])
+        zone = landing.zone()
+        loaded_at = clock.now()
+        answers = map_days = 0
+        over_one_rows: list[pd.DataFrame] = []
+        drifts: list[SchemaDrift] = []
+
+        def chunks() -> Iterator[TableChunk]:
+            nonlocal answers, map_days
+            for chunk in window_chunks(partition_window(context)):
+                landed = latest_chunks(zone, chunk)
+                frame = journey_step_frame(landed, loaded_at=loaded_at)
+                answers += len(landed)
+                map_days += len(frame) // len(FUNNEL_STEPS)
+                over_one_rows.append(frame[frame["conversion_rate"] > 1.0])
+                drifts.append(schema_drift(response for envelope, _ in landed for response in envelope["responses"]))
+                yield {"fact_journey_step": (frame, chunk)}
+
+        def metadata() -> dict[str, dict[str, Any]]:
+            rates_above_one = sum(len(rows) for rows in over_one_rows)
+            return {"fact_journey_step": {"answers": answers, "map_days": map_days, "rates_above_one": rates_above_one}}
+
+        yield from write_tables(context, warehouse, chunks(), metadata)
+        over_one = pd.concat(over_one_rows)
+        drift = SchemaDrift.merge(drifts)
         if drift:
             context.log.warning(f"schema drift in journey aggregates: {drift}")
-        over_one = frame[frame["conversion_rate"] > 1.0]
-        yield from write_partition(
-            context,
-            warehouse,
-            "fact_journey_step",
-            frame,
-            window,
-            {"answers": len(chunks), "map_days": len(frame) // 11, "rates_above_one": len(over_one)},
-        )
         yield dg.AssetCheckResult(
             asset_key="fact_journey_step",
             check_name="conversion_rate_at_most_one",
@@ -232,11 +247,15 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         """Every funnel step of fact_journey_step; the scorecard columns are NULL for this source."""
-        window = partition_window(context)
-        steps = warehouse.read(TABLES["fact_journey_step"], window)
+        loaded_at = clock.now()
         no_scorecards = typed_frame(TABLES["fact_scorecard_performance"], [])
-        frame = predictive_journey_frame(steps, no_scorecards, loaded_at=clock.now())
-        yield from write_partition(context, warehouse, "fact_predictive_journey", frame, window)
+
+        def chunks() -> Iterator[TableChunk]:
+            for chunk in window_chunks(partition_window(context)):
+                steps = warehouse.read(TABLES["fact_journey_step"], chunk)
+                yield {"fact_predictive_journey": (predictive_journey_frame(steps, no_scorecards, loaded_at), chunk)}
+
+        yield from write_tables(context, warehouse, chunks())
 
     @dg.multi_asset(
         specs=[

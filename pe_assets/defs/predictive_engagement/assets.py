@@ -26,13 +26,16 @@ from pe_assets.defs.common.tables import (
     API_POOL,
     OWNERS,
     GraphParts,
+    TableChunk,
     client_metadata,
     extraction_progress,
     landed_by_run,
     permanent_api_errors_fail_fast,
     schema_check,
     table_asset_spec,
+    window_chunks,
     write_partition,
+    write_tables,
 )
 from pe_assets.rules import partition_window
 from pe_assets.schemas import TABLES
@@ -264,47 +267,51 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
     def journey_step_tables(
         context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource, clock: UtcClock
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-        """Rebuild the window's step rows from each campaign-day's latest landed extraction."""
-        window = partition_window(context)
+        """Rebuild the window's steps from each campaign-day's latest landed extraction, a chunk of days at a time."""
         zone = landing.zone()
-        envelopes = [f.envelope for day in window.days for f in zone.latest_per_source(RAW_JOURNEYS, day).values()]
-        result = journey_frames(envelopes, loaded_at=clock.now())
-        reasons = Counter(result.rejected["reason"])
-        for field_name, steps_with_field in sorted(result.unknown_fields.items()):
-            context.log.warning(f"schema drift: {steps_with_field} steps carry unknown field {field_name!r}")
-        yield from write_partition(
-            context,
-            warehouse,
-            "fact_journey_step",
-            result.steps,
-            window,
-            {
-                "campaign_days": len(envelopes),
-                "rejected_steps": len(result.rejected),
-                "unknown_step_fields": dg.MetadataValue.json(result.unknown_fields),
-            },
-        )
-        yield from write_partition(
-            context,
-            warehouse,
-            "rejected_journey_step",
-            result.rejected,
-            window,
-            {"reasons": dg.MetadataValue.json(dict(reasons))},
-        )
+        loaded_at = clock.now()
+        campaign_days = 0
+        reasons: Counter[str] = Counter()
+        unknown_fields: Counter[str] = Counter()
+
+        def chunks() -> Iterator[TableChunk]:
+            nonlocal campaign_days
+            for chunk in window_chunks(partition_window(context)):
+                envelopes = [
+                    f.envelope for day in chunk.days for f in zone.latest_per_source(RAW_JOURNEYS, day).values()
+                ]
+                result = journey_frames(envelopes, loaded_at=loaded_at)
+                campaign_days += len(envelopes)
+                reasons.update(result.rejected["reason"])
+                unknown_fields.update(result.unknown_fields)
+                yield {"fact_journey_step": (result.steps, chunk), "rejected_journey_step": (result.rejected, chunk)}
+
+        def metadata() -> dict[str, dict[str, Any]]:
+            for field_name, steps_with_field in sorted(unknown_fields.items()):
+                context.log.warning(f"schema drift: {steps_with_field} steps carry unknown field {field_name!r}")
+            return {
+                "fact_journey_step": {
+                    "campaign_days": campaign_days,
+                    "rejected_steps": reasons.total(),
+                    "unknown_step_fields": dg.MetadataValue.json(dict(unknown_fields)),
+                },
+                "rejected_journey_step": {"reasons": dg.MetadataValue.json(dict(reasons))},
+            }
+
+        yield from write_tables(context, warehouse, chunks(), metadata)
         yield dg.AssetCheckResult(
             asset_key="rejected_journey_step",
             check_name="no_rejected_steps",
-            passed=result.rejected.empty,
+            passed=not reasons,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"rejected_steps": len(result.rejected), "reasons": dg.MetadataValue.json(dict(reasons))},
+            metadata={"rejected_steps": reasons.total(), "reasons": dg.MetadataValue.json(dict(reasons))},
         )
         yield dg.AssetCheckResult(
             asset_key="fact_journey_step",
             check_name="no_unknown_step_fields",
-            passed=not result.unknown_fields,
+            passed=not unknown_fields,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unknown_fields": dg.MetadataValue.json(result.unknown_fields)},
+            metadata={"unknown_fields": dg.MetadataValue.json(dict(unknown_fields))},
         )
 
     @dg.multi_asset(
@@ -331,19 +338,27 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         """Rebuild the window's scorecard history from every landed snapshot (nothing is overwritten)."""
-        window = partition_window(context)
         zone = landing.zone()
-        envelopes = [f.envelope for day in window.days for f in zone.files(RAW_SCORECARDS, day)]
-        performance, distribution = scorecard_frames(envelopes)
-        yield from write_partition(
+        snapshots = pending_rows = 0
+
+        def chunks() -> Iterator[TableChunk]:
+            nonlocal snapshots, pending_rows
+            for chunk in window_chunks(partition_window(context)):
+                envelopes = [f.envelope for day in chunk.days for f in zone.files(RAW_SCORECARDS, day)]
+                performance, distribution = scorecard_frames(envelopes)
+                snapshots += len(envelopes)
+                pending_rows += int(performance["pending_backfill"].sum())
+                yield {
+                    "fact_scorecard_performance": (performance, chunk),
+                    "fact_scorecard_score_distribution": (distribution, chunk),
+                }
+
+        yield from write_tables(
             context,
             warehouse,
-            "fact_scorecard_performance",
-            performance,
-            window,
-            {"snapshots": len(envelopes), "pending_backfill_rows": int(performance["pending_backfill"].sum())},
+            chunks(),
+            lambda: {"fact_scorecard_performance": {"snapshots": snapshots, "pending_backfill_rows": pending_rows}},
         )
-        yield from write_partition(context, warehouse, "fact_scorecard_score_distribution", distribution, window)
 
     @dg.asset(
         partitions_def=parts.partitions,
@@ -359,17 +374,23 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         """The domain guide's target table: every step with its scorecard's latest snapshot for the day."""
-        window = partition_window(context)
-        steps = warehouse.read(TABLES["fact_journey_step"], window)
-        performance = warehouse.read(TABLES["fact_scorecard_performance"], window)
-        frame = predictive_journey_frame(steps, performance, loaded_at=clock.now())
-        yield from write_partition(
+        loaded_at = clock.now()
+        previews: list[str] = []
+
+        def chunks() -> Iterator[TableChunk]:
+            for chunk in window_chunks(partition_window(context)):
+                steps = warehouse.read(TABLES["fact_journey_step"], chunk)
+                performance = warehouse.read(TABLES["fact_scorecard_performance"], chunk)
+                frame = predictive_journey_frame(steps, performance, loaded_at=loaded_at)
+                if not previews:
+                    previews.append(_funnel_preview(frame))
+                yield {"fact_predictive_journey": (frame, chunk)}
+
+        yield from write_tables(
             context,
             warehouse,
-            "fact_predictive_journey",
-            frame,
-            window,
-            {"preview": dg.MetadataValue.md(_funnel_preview(frame))},
+            chunks(),
+            lambda: {"fact_predictive_journey": {"preview": dg.MetadataValue.md(previews[0])}},
         )
 
     @dg.asset(

@@ -28,7 +28,7 @@ import pandas as pd
 
 from pe_assets.defs.common.checks import DayVerdict, partition_check_evaluations, partitioned_asset_check
 from pe_assets.defs.common.resources import UtcClock
-from pe_assets.defs.common.tables import OWNERS, GraphParts, schema_check, write_partition
+from pe_assets.defs.common.tables import OWNERS, GraphParts, TableChunk, schema_check, window_chunks, write_tables
 from pe_assets.drift import BASELINE_DAYS, MIN_BASELINE_DAYS, drift_frame
 from pe_assets.rules import PartitionWindow, partition_window
 from pe_assets.schemas import TABLES, typed_frame
@@ -147,29 +147,38 @@ def build_monitoring(parts: GraphParts) -> tuple[dg.AssetsDefinition, list[dg.As
         The baseline is the 28 days before each day (``pe_assets.drift``); scorecard-days without a
         final snapshot get no row. Validated against ``ScorecardDrift`` before it replaces the window.
         """
-        window = partition_window(context)
-        history = PartitionWindow(start=window.start - timedelta(days=BASELINE_DAYS), end=window.end)
-        performance = warehouse.read(TABLES["fact_scorecard_performance"], history)
-        distribution = warehouse.read(TABLES["fact_scorecard_score_distribution"], history)
-        frame = typed_frame(
-            TABLES[SCORECARD_DRIFT], drift_frame(performance, distribution, window.days, loaded_at=clock.now())
-        )
-        in_window = performance[
-            (performance["extraction_date"].dt.date >= window.start)
-            & (performance["extraction_date"].dt.date < window.end)
-        ]
-        scorecard_days = in_window.drop_duplicates(["scorecard_id", "extraction_date"])
-        yield from write_partition(
+        loaded_at = clock.now()
+        totals = {"scorecard_days": 0, "drift_rows": 0}
+        maxima: dict[str, list[float]] = {"psi": [], "calibration_gap": []}
+
+        def chunks() -> Iterator[TableChunk]:
+            for chunk in window_chunks(partition_window(context)):
+                history = PartitionWindow(start=chunk.start - timedelta(days=BASELINE_DAYS), end=chunk.end)
+                performance = warehouse.read(TABLES["fact_scorecard_performance"], history)
+                distribution = warehouse.read(TABLES["fact_scorecard_score_distribution"], history)
+                frame = typed_frame(
+                    TABLES[SCORECARD_DRIFT], drift_frame(performance, distribution, chunk.days, loaded_at=loaded_at)
+                )
+                days = performance["extraction_date"].dt.date
+                in_chunk = performance[(days >= chunk.start) & (days < chunk.end)]
+                totals["scorecard_days"] += len(in_chunk.drop_duplicates(["scorecard_id", "extraction_date"]))
+                totals["drift_rows"] += len(frame)
+                for column, values in maxima.items():
+                    if (peak := _max_or_none(frame[column])) is not None:
+                        values.append(peak)
+                yield {SCORECARD_DRIFT: (frame, chunk)}
+
+        yield from write_tables(
             context,
             warehouse,
-            SCORECARD_DRIFT,
-            frame,
-            window,
-            {
-                "scorecard_days": len(scorecard_days),
-                "scorecard_days_without_final_snapshot": len(scorecard_days) - len(frame),
-                "max_psi": _max_or_none(frame["psi"]),
-                "max_calibration_gap": _max_or_none(frame["calibration_gap"]),
+            chunks(),
+            lambda: {
+                SCORECARD_DRIFT: {
+                    "scorecard_days": totals["scorecard_days"],
+                    "scorecard_days_without_final_snapshot": totals["scorecard_days"] - totals["drift_rows"],
+                    "max_psi": max(maxima["psi"], default=None),
+                    "max_calibration_gap": max(maxima["calibration_gap"], default=None),
+                }
             },
         )
 
