@@ -132,11 +132,39 @@ class LandingZone:
         return self._read(self.root / dataset / name, dataset)
 
     def latest_per_source(self, dataset: str, day: date) -> dict[str, LandedFile]:
-        """The newest extraction of each source for a day."""
+        """The newest extraction of each source for a day, chosen by name: only those files are read.
+
+        A name starts with its extraction instant (UTC, microseconds, fixed width), so the greatest
+        name in a source's folder is its newest extraction; re-pulls of a day add files to list, not
+        payloads to parse.
+        """
         latest: dict[str, LandedFile] = {}
-        for landed in self.files(dataset, day):  # oldest first, so later ones win
+        for path in self._latest_paths(dataset, day):
+            landed = self._read(path, dataset)
             latest[landed.source_id] = landed
-        return latest
+        return dict(sorted(latest.items()))
+
+    def latest_texts(self, dataset: str, day: date) -> list[bytes]:
+        """The newest extraction of each source for a day as raw JSON, unparsed (for bulk transforms)."""
+        texts = []
+        for path in self._latest_paths(dataset, day):
+            try:
+                texts.append(path.read_bytes())
+            except FileNotFoundError:
+                raise LandingError(f"landing file {path} is missing") from None
+        return texts
+
+    def _latest_paths(self, dataset: str, day: date) -> list[UPath]:
+        paths = []
+        for source in sorted(_children(self._folder(dataset, day, None)), key=lambda folder: folder.name):
+            names = [f for f in _children(source) if _is_landing_file(f)]
+            if names:
+                paths.append(max(names, key=lambda f: f.name))
+        return paths
+
+    def landed_by_run(self, dataset: str, day: date, run_id: str) -> list[LandedFile]:
+        """The files of ``day`` that run ``run_id`` landed (read only when a step is retried)."""
+        return [landed for landed in self.files(dataset, day) if landed.envelope.get("run_id") == run_id]
 
     def _folder(self, dataset: str, day: date | None, source_id: str | None) -> UPath:
         folder = self.root / dataset

@@ -141,15 +141,15 @@ def permanent_api_errors_fail_fast() -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
-def landed_by_run(zone: LandingZone, dataset: str, days: Iterable[date], run_id: str) -> set[tuple[str, date]]:
-    """(source, day) pairs an earlier attempt of this run already landed: a step retry skips them,
-    so a retried run adds no second snapshot and spends no request twice."""
-    return {
-        (landed.source_id, day)
-        for day in days
-        for landed in zone.files(dataset, day)
-        if landed.envelope.get("run_id") == run_id
-    }
+def landed_by_run(
+    context: dg.AssetExecutionContext, zone: LandingZone, dataset: str, days: Iterable[date]
+) -> set[tuple[str, date]]:
+    """(source, day) pairs an earlier attempt of this step already landed: a step retry skips them,
+    so a retried run adds no second snapshot and spends no request twice. A first attempt has none
+    and reads nothing (a year's backfill would otherwise parse every file it is about to add to)."""
+    if context.retry_number == 0:
+        return set()
+    return {(landed.source_id, day) for day in days for landed in zone.landed_by_run(dataset, day, context.run_id)}
 
 
 def _column_schema(spec: TableSpec) -> dg.TableSchema:

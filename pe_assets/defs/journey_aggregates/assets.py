@@ -29,6 +29,7 @@ from pe_assets.defs.common.tables import (
     TableChunk,
     client_metadata,
     extraction_progress,
+    landed_by_run,
     permanent_api_errors_fail_fast,
     schema_check,
     table_asset_spec,
@@ -68,13 +69,6 @@ def latest_chunks(zone: LandingZone, window: PartitionWindow) -> list[tuple[dict
     return [(zone.read(RAW_AGGREGATES, name).envelope, days) for name, days in sorted(days_by_chunk.items())]
 
 
-def _days_landed_by_run(zone: LandingZone, window: PartitionWindow, run_id: str) -> set[date]:
-    """Days an earlier attempt of this run already landed: a step retry does not ask for them again."""
-    return {
-        day for day in window.days if any(f.envelope.get("run_id") == run_id for f in zone.files(RAW_AGGREGATES, day))
-    }
-
-
 def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
     """The source's assets, partitioned by ``parts.partitions``."""
 
@@ -103,7 +97,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         """
         window = partition_window(context)
         zone = landing.zone()
-        done = _days_landed_by_run(zone, window, context.run_id)
+        done = {day for _, day in landed_by_run(context, zone, RAW_AGGREGATES, window.days)}
         todo = [day for day in window.days if day not in done]
         chunks = []
         with permanent_api_errors_fail_fast(), pe_api.journey_client() as client:

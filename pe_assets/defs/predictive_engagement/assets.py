@@ -14,7 +14,7 @@ reported as a failed, blocking check and never written), and replaces its partit
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import dagster as dg
@@ -41,7 +41,7 @@ from pe_assets.rules import partition_window
 from pe_assets.schemas import TABLES
 from pe_assets.transform.predictive_engagement import (
     campaign_dim_frame,
-    journey_frames,
+    journey_frames_from_json,
     predictive_journey_frame,
     scorecard_frames,
 )
@@ -125,8 +125,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         selected = {key.to_user_string() for key in context.selected_asset_keys}
         window = partition_window(context)
         zone = landing.zone()
-        journeys_done = landed_by_run(zone, RAW_JOURNEYS, window.days, context.run_id)
-        scorecards_done = landed_by_run(zone, RAW_SCORECARDS, window.days, context.run_id)
+        journeys_done = landed_by_run(context, zone, RAW_JOURNEYS, window.days)
+        scorecards_done = landed_by_run(context, zone, RAW_SCORECARDS, window.days)
         with permanent_api_errors_fail_fast(), pe_api.client() as client:
             campaigns: list[dict[str, Any]] = []
             journey_tasks: list[tuple[str, dict[str, Any], date]] = []
@@ -166,31 +166,33 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 context, client, len(journey_tasks) + len(scorecard_tasks), "campaign-days and scorecard-days"
             )
 
-            def extract(task: tuple[str, dict[str, Any], date]) -> tuple[str, str, date, str | None]:
+            # Snapshots are history (append-only): one taken by an attempt that then fails would stay
+            # beside the re-run's. So scorecard answers land once every request of the step is done;
+            # journeys land at once (the newest file of a campaign-day wins, so a re-run replaces it).
+            held_snapshots: list[tuple[str, date, datetime, dict[str, Any]]] = []
+
+            def extract(task: tuple[str, dict[str, Any], date]) -> tuple[str, str, date, bool]:
                 kind, source, day = task
                 try:
                     if kind == "journey":
-                        payload = {
-                            "run_id": context.run_id,
-                            "campaign": source,
-                            "pages": client.get_campaign_journey_pages(source["id"], day),
-                        }
-                        dataset = RAW_JOURNEYS
+                        pages = client.get_campaign_journey_pages(source["id"], day)
+                        payload = {"run_id": context.run_id, "campaign": source, "pages": pages}
+                        zone.write(RAW_JOURNEYS, source["id"], clock.now(), payload, day)
                     else:
-                        payload = {
-                            "run_id": context.run_id,
-                            "response": client.get_scorecard_performance(source["id"], day),
-                        }
-                        dataset = RAW_SCORECARDS
+                        response = client.get_scorecard_performance(source["id"], day)
+                        payload = {"run_id": context.run_id, "response": response}
+                        held_snapshots.append((source["id"], day, clock.now(), payload))
                 except NotFoundError:
-                    return kind, source["id"], day, None  # archived since the listing / scorecard gone
+                    return kind, source["id"], day, False  # archived since the listing / scorecard gone
                 finally:
                     progress.advance()
-                return kind, source["id"], day, zone.write(dataset, source["id"], clock.now(), payload, day)
+                return kind, source["id"], day, True
 
             # Day by day, journeys then scorecards: every request of the run draws on one pool and budget.
             tasks = sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
             results = client.map(extract, tasks)
+            for scorecard_id, day, extracted_at, payload in held_snapshots:
+                zone.write(RAW_SCORECARDS, scorecard_id, extracted_at, payload, day)
             progress.finish()
             stats = client.stats
 
@@ -198,7 +200,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         scorecards = [r for r in results if r[0] == "scorecard"]
         api_metadata = client_metadata(stats)
         if RAW_JOURNEYS in selected:
-            archived_during_run = sorted({f"{cid} ({day})" for _, cid, day, path in journeys if path is None})
+            archived_during_run = sorted({f"{cid} ({day})" for _, cid, day, landed in journeys if not landed})
             if archived_during_run:
                 context.log.warning(f"{len(archived_during_run)} campaign-days were archived during extraction")
             extracted_count = sum(1 for c in campaigns if c["status"] in EXTRACTED_STATUSES)
@@ -209,7 +211,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                     "campaigns_listed": len(campaigns),
                     "campaigns_extracted": extracted_count,
                     "campaigns_skipped_archived": len(campaigns) - extracted_count,
-                    "campaign_days_landed": sum(1 for *_, path in journeys if path),
+                    "campaign_days_landed": sum(1 for *_, landed in journeys if landed),
                     "campaign_days_landed_by_earlier_attempt": len(journeys_done),
                     "campaign_days_archived_during_run": len(archived_during_run),
                     "archived_during_run": dg.MetadataValue.json(archived_during_run),
@@ -217,7 +219,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 },
             )
         if RAW_SCORECARDS in selected:
-            missing = sorted(f"{sid} ({day})" for _, sid, day, path in scorecards if path is None)
+            missing = sorted(f"{sid} ({day})" for _, sid, day, landed in scorecards if not landed)
             yield dg.MaterializeResult(
                 asset_key=RAW_SCORECARDS,
                 metadata={
@@ -277,11 +279,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         def chunks() -> Iterator[TableChunk]:
             nonlocal campaign_days
             for chunk in window_chunks(partition_window(context)):
-                envelopes = [
-                    f.envelope for day in chunk.days for f in zone.latest_per_source(RAW_JOURNEYS, day).values()
-                ]
-                result = journey_frames(envelopes, loaded_at=loaded_at)
-                campaign_days += len(envelopes)
+                texts = [text for day in chunk.days for text in zone.latest_texts(RAW_JOURNEYS, day)]
+                result = journey_frames_from_json(texts, loaded_at=loaded_at)
+                campaign_days += len(texts)
                 reasons.update(result.rejected["reason"])
                 unknown_fields.update(result.unknown_fields)
                 yield {"fact_journey_step": (result.steps, chunk), "rejected_journey_step": (result.rejected, chunk)}
