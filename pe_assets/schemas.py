@@ -198,6 +198,11 @@ class TableSpec:
     partition_column: str | None
     not_null: frozenset[str] = frozenset()  # columns the model declares non-nullable
 
+    @property
+    def nullable(self) -> frozenset[str]:
+        """Columns the model allows NULL in."""
+        return frozenset(self.column_names) - self.not_null
+
     def column_ddl(self, type_name: Callable[[str], str] = str) -> list[str]:
         """``name TYPE [NOT NULL]`` per column, with the warehouse's spelling of each type."""
         return [
@@ -257,15 +262,15 @@ def typed_frame(spec: TableSpec, rows: list[dict[str, Any]] | pd.DataFrame) -> p
     if missing:
         raise ValueError(f"{spec.name}: frame lacks columns {missing}")
     frame = frame.loc[:, spec.column_names].reset_index(drop=True)
-    nullable_columns = {name for name, column in spec.model.to_schema().columns.items() if column.nullable}
-    return frame.astype(
-        {
-            name: _PANDAS_DTYPES.get(f"{sql}_NULLABLE", _PANDAS_DTYPES[sql])
-            if name in nullable_columns
-            else _PANDAS_DTYPES[sql]
-            for name, sql in spec.columns
-        }
-    )
+    wanted = {
+        name: _PANDAS_DTYPES.get(f"{sql}_NULLABLE", _PANDAS_DTYPES[sql])
+        if name in spec.nullable
+        else _PANDAS_DTYPES[sql]
+        for name, sql in spec.columns
+    }
+    # Cast only what differs: frames are often typed already, and a cast copies a column.
+    casts = {name: dtype for name, dtype in wanted.items() if str(frame[name].dtype) != dtype}
+    return frame.astype(casts) if casts else frame
 
 
 _PANDAS_DTYPES = {
