@@ -1,0 +1,187 @@
+"""A year of data at 400 campaigns: per-step seconds, rows/s, peak RSS and requests, against days.
+
+Prints figures and writes them to a JSON file and a PNG chart; never a test. Run:
+
+    .venv/bin/python benchmarks/scale.py                      # 5, 30, 90 and 365 days, one run each
+    .venv/bin/python benchmarks/scale.py --days 5 30 --chunked 0   # quicker
+
+Each scenario runs in its own child process (so its peak RSS is its own) against an in-process
+simulator with 400 campaigns, no binding budget (10,000 requests/min) and a clock set so that every
+day is complete and final, into a fresh landing folder and DuckDB file: the whole seed graph
+(``pe_daily_job``: extraction, landing, every table, drift, views and checks) as ONE ranged run.
+``--chunked N`` adds the longest range as consecutive runs of N days (what PE_BACKFILL_DAYS_PER_RUN
+makes a backfill do; one process, so its peak RSS covers them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HERE = Path(__file__).resolve().parent
+LAST_DAY = date(2025, 12, 31)
+NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)  # every day complete, every outcome final
+CAMPAIGNS = 400
+EXTRACTION_STEP = "raw_extraction"
+
+
+def child(days: int, chunk_days: int | None) -> None:
+    """One scenario in this process; prints one JSON line."""
+    import logging
+
+    import duckdb
+
+    from pe_dev.pipeline import pipeline_resources, run_days
+    from pe_dev.simulator import SimulatorConfig, SimulatorServer
+
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    first = LAST_DAY - timedelta(days=days - 1)
+    config = SimulatorConfig(seed=7, n_campaigns=CAMPAIGNS, client_limit=1_000_000, org_limit=1_000_000)
+    steps: dict[str, float] = {}
+    started = time.perf_counter()
+    with SimulatorServer(config, host="127.0.0.1", port=0) as sim, tempfile.TemporaryDirectory() as tmp:
+        sim.set_now(NOW)
+        resources = pipeline_resources(sim, Path(tmp), now=NOW, requests_per_minute=10_000)
+        ranges = [(first, LAST_DAY)]
+        if chunk_days:
+            ranges = [
+                (start, min(start + timedelta(days=chunk_days - 1), LAST_DAY))
+                for start in (first + timedelta(days=n) for n in range(0, days, chunk_days))
+            ]
+        success = True
+        for start, end in ranges:
+            result = run_days(resources, start, end)
+            success = success and result.success
+            for event in result.all_events:
+                if event.event_type_value == "STEP_SUCCESS":
+                    seconds = event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
+                    steps[event.step_key] = steps.get(event.step_key, 0.0) + seconds
+        wall = time.perf_counter() - started
+        with duckdb.connect(str(Path(tmp) / "warehouse.duckdb"), read_only=True) as con:
+            rows = con.execute("SELECT count(*) FROM fact_journey_step").fetchone()[0]
+        requests = sim.count_requests("/api/v2/")
+        rate_limited = sum(1 for r in sim.log_records() if r["status"] == 429)
+    print(
+        json.dumps(
+            {
+                "days": days,
+                "runs": len(ranges),
+                "success": success,
+                "wall_seconds": wall,
+                "step_seconds": steps,
+                "fact_journey_step_rows": rows,
+                "requests": requests,
+                "429s": rate_limited,
+            }
+        ),
+        flush=True,
+    )
+
+
+def measure(days: int, chunk_days: int | None) -> dict[str, object]:
+    """Run one scenario in a child process; add its peak RSS (of that process alone)."""
+    command = [sys.executable, __file__, "--child", str(days), "--chunk", str(chunk_days or 0)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    output = process.stdout.read() if process.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"scenario {days} days failed: {output[-2000:]}")
+    figures = json.loads(output.strip().splitlines()[-1])
+    figures["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    steps = figures["step_seconds"]
+    non_extraction = sum(s for name, s in steps.items() if name != EXTRACTION_STEP)
+    journey = sum(steps.get(name, 0.0) for name in ("journey_step_tables", "fact_predictive_journey"))
+    rows = max(1, figures["fact_journey_step_rows"])
+    figures["journey_path_seconds_per_1m_rows"] = journey / rows * 1e6
+    figures["non_extraction_seconds_per_1m_rows"] = non_extraction / rows * 1e6
+    figures["rows_per_second_non_extraction"] = rows / non_extraction if non_extraction else None
+    return figures
+
+
+def chart(results: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    single = [r for r in results if r["runs"] == 1]
+    days = [r["days"] for r in single]
+    fig, left = plt.subplots(figsize=(8, 4.5))
+    left.plot(days, [r["rows_per_second_non_extraction"] for r in single], "o-", color="tab:blue")
+    left.set_xlabel("days in one ranged run (400 campaigns)")
+    left.set_ylabel("fact_journey_step rows/s, all non-extraction steps", color="tab:blue")
+    right = left.twinx()
+    right.plot(days, [r["peak_rss_mb"] for r in single], "s--", color="tab:red", label="one run")
+    chunked = [r for r in results if r["runs"] > 1]
+    if chunked:
+        right.plot([r["days"] for r in chunked], [r["peak_rss_mb"] for r in chunked], "D", color="tab:purple")
+        right.annotate("chunked runs", (chunked[0]["days"], chunked[0]["peak_rss_mb"]), fontsize=8)
+    right.set_ylabel("peak RSS (MB)", color="tab:red")
+    left.set_title("pe_assets at 400 campaigns: throughput and memory against the range")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, nargs="+", default=[5, 30, 90, 365])
+    parser.add_argument("--chunked", type=int, default=31, help="days per run for the longest range; 0: skip")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.chunk or None)
+        return 0
+    results = []
+    scenarios = [(d, None) for d in args.days] + ([(max(args.days), args.chunked)] if args.chunked else [])
+    print(
+        "| days | runs | extraction s | non-extraction s | journey path s/1M rows | all non-extraction s/1M rows "
+        "| rows/s | peak RSS MB | requests | 429s | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for days, chunk in scenarios:
+        r = measure(days, chunk)
+        results.append(r)
+        steps = r["step_seconds"]
+        extraction = steps.get(EXTRACTION_STEP, 0.0)
+        print(
+            f"| {days} | {r['runs']} | {extraction:.1f} | {sum(steps.values()) - extraction:.1f} "
+            f"| {r['journey_path_seconds_per_1m_rows']:.1f} | {r['non_extraction_seconds_per_1m_rows']:.1f} "
+            f"| {r['rows_per_second_non_extraction']:,.0f} | {r['peak_rss_mb']:.0f} | {r['requests']:,} "
+            f"| {r['429s']} | {r['wall_seconds']:.0f} |",
+            flush=True,
+        )
+    single = sorted((r for r in results if r["runs"] == 1), key=lambda r: r["days"])
+    if len(single) >= 2:
+        small, large = single[-2], single[-1]
+
+        def seconds(r: dict[str, object], names: tuple[str, ...] | None) -> float:
+            steps = r["step_seconds"]
+            return sum(s for n, s in steps.items() if (n in names if names else n != EXTRACTION_STEP))
+
+        extra_rows = large["fact_journey_step_rows"] - small["fact_journey_step_rows"]
+        journey = ("journey_step_tables", "fact_predictive_journey")
+        for label, names in (("journey path", journey), ("all non-extraction steps", None)):
+            marginal = (seconds(large, names) - seconds(small, names)) / extra_rows * 1e6
+            print(f"marginal {label}: {marginal:.1f} s per extra 1M rows ({small['days']} -> {large['days']} days)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    chart(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
