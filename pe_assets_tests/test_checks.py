@@ -337,3 +337,12 @@ def test_freshness_sensor_requests_the_never_run_freshness_checks(duckdb_warehou
     }
     for name in ("pe_freshness_checks_sensor", "pe_final_snapshot_freshness_sensor"):
         assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_final_snapshot_freshness_on_a_new_empty_warehouse_passes(tmp_path):
+    """The freshness sensor runs it on a fresh deployment before any load: no tables, nothing late."""
+    empty = DuckDBWarehouse(path=str(tmp_path / "empty.duckdb"))
+    result = run_checks(empty, [FINAL_CHECK], dg.DagsterInstance.ephemeral())
+    [evaluation] = result.get_asset_check_evaluations()
+    assert result.success and evaluation.passed
+    assert evaluation.metadata["late_scorecard_days"].value == 0

@@ -63,6 +63,15 @@ class WarehouseResource(ConfigurableResource, ABC):
     def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
         """Run a read-only query and return its rows (column names lower case)."""
 
+    def has_tables(self, *names: str) -> bool:
+        """Whether every named table exists yet (checks and sensors run before the first write too)."""
+        found = self.query(
+            "SELECT lower(table_name) AS name FROM information_schema.tables "
+            f"WHERE lower(table_name) IN ({', '.join('?' for _ in names)})",
+            [name.lower() for name in names],
+        )
+        return set(found["name"]) >= {name.lower() for name in names}
+
 
 def check_frame_in_window(spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow | None) -> pd.DataFrame:
     """The frame in table order and dtypes; refuses rows that would land outside ``window``."""

@@ -65,14 +65,9 @@ WHERE rn = 1 AND pending_backfill
 ORDER BY day
 """
 
-TABLE_EXISTS_SQL = (
-    f"SELECT count(*) AS n FROM information_schema.tables WHERE lower(table_name) = '{FACT_SCORECARD_PERFORMANCE}'"
-)
-
-
 def pending_days(warehouse: WarehouseResource) -> list[date]:
     """Days whose latest snapshot (for at least one scorecard) is ``pending_backfill``."""
-    if int(warehouse.query(TABLE_EXISTS_SQL)["n"].iloc[0]) == 0:
+    if not warehouse.has_tables(FACT_SCORECARD_PERFORMANCE):
         return []
     frame = warehouse.query(PENDING_DAYS_SQL)
     return sorted({as_date(value) for value in frame["day"]})

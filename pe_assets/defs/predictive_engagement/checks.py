@@ -146,6 +146,8 @@ def late_scorecards(
     due = latest_due_day(now)
     first = max(due - timedelta(days=FINAL_SNAPSHOT_LOOKBACK_DAYS - 1), first_day)
     window = PartitionWindow(start=min(first, due), end=due + timedelta(days=1))
+    if not warehouse.has_tables("fact_journey_step", "fact_scorecard_performance"):
+        return window, pd.DataFrame({"day": [], "scorecard_id": []})  # nothing loaded yet: nothing late
     rows = warehouse.query(_SCORECARD_FINALITY_SQL, window_params(window) * 2)
     rows["day"] = [as_date(v) for v in rows["extraction_date"]]
     rows["final_snapshots"] = rows["final_snapshots"].fillna(0).astype(int)
