@@ -6,17 +6,13 @@ Tokens, the rate budget, retries and the transport live in ``base.ApiClientBase`
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .auth import READ_SCOPES, OAuthCredentials
-from .base import ApiClientBase, ClientStats, Params
-from .budget import BudgetStore
+from .base import DEFAULT_REQUESTS_PER_MINUTE, ApiClientBase, ClientStats, Params
 from .errors import ClientConfigError, PaginationError, PayloadError
 
 __all__ = [
@@ -30,8 +26,6 @@ __all__ = [
 log = logging.getLogger("pe_assets.client")
 
 BASE_PATH = "/api/v2/predictive-engagement"
-#: The domain guide's cap per OAuth client and minute (the one default of PE_REQUESTS_PER_MINUTE).
-DEFAULT_REQUESTS_PER_MINUTE = 80
 #: Largest page the analytics endpoint serves (the guide's "maximum allowed").
 ANALYTICS_PAGE_SIZE = 1000
 #: Largest page of the campaign and scorecard listings.
@@ -84,64 +78,8 @@ class PredictiveEngagementClient(ApiClientBase):
     Retry-After; 5xx, timeouts and connection errors with backoff and jitter; a 401 renews the
     token and repeats the call once).
 
-    Args:
-        api_url: API base, e.g. ``https://api.mypurecloud.com`` (http only for loopback hosts).
-        login_url: login base, e.g. ``https://login.mypurecloud.com``.
-        credentials: one or more OAuth clients with the same read scopes; requests are spread
-            across them, each with its own budget and token.
-        requests_per_minute: requests allowed per OAuth client in any ``rate_window_seconds``.
-        budget_path: SQLite file shared by every process using these clients (None: this client only).
-        timeout_seconds: httpx timeout (connect, read, write, pool).
-        max_retry_after_seconds: a 429 asking for a longer wait raises RetryAfterTooLong at once.
-        max_attempts: attempts per request for 5xx, timeouts and connection errors.
-        max_concurrency: threads of ``map`` and connections of the pool.
-        rate_window_seconds: the window of ``requests_per_minute`` (60; tests shrink it).
-        scopes: scopes to request; only read scopes are accepted.
-        clock: seconds since the epoch (token expiry and budget; shared budgets need ``time.time``).
-        sleep: how to wait (tests inject a fake).
-        max_pages: pagination bound per listing or journey day.
-        max_rate_limited_attempts: attempts per request while the server keeps answering 429.
-        backoff_seconds: first exponential backoff step.
+    Construction: see ``ApiClientBase`` (credentials, budget, retries, pool).
     """
-
-    def __init__(
-        self,
-        api_url: str,
-        login_url: str,
-        credentials: Sequence[OAuthCredentials] | OAuthCredentials,
-        *,
-        requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE,
-        budget_path: Path | str | BudgetStore | None = None,
-        timeout_seconds: float = 30.0,
-        max_retry_after_seconds: float = 300.0,
-        max_attempts: int = 5,
-        max_concurrency: int = 8,
-        rate_window_seconds: float = 60.0,
-        scopes: Sequence[str] = READ_SCOPES,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-        max_pages: int = 1000,
-        max_rate_limited_attempts: int = 20,
-        backoff_seconds: float = 0.5,
-    ) -> None:
-        super().__init__(
-            api_url,
-            login_url,
-            credentials,
-            requests_per_minute=requests_per_minute,
-            budget_path=budget_path,
-            timeout_seconds=timeout_seconds,
-            max_retry_after_seconds=max_retry_after_seconds,
-            max_attempts=max_attempts,
-            max_concurrency=max_concurrency,
-            rate_window_seconds=rate_window_seconds,
-            scopes=scopes,
-            clock=clock,
-            sleep=sleep,
-            max_pages=max_pages,
-            max_rate_limited_attempts=max_rate_limited_attempts,
-            backoff_seconds=backoff_seconds,
-        )
 
     # -- endpoints --------------------------------------------------------------------------------
     def list_campaign_pages(self, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:

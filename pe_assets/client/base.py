@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from .http import (
     retrying,
 )
 
+#: The domain guide's cap per OAuth client and minute (the one default of PE_REQUESTS_PER_MINUTE).
+
+DEFAULT_REQUESTS_PER_MINUTE = 80
 log = logging.getLogger("pe_assets.client")
 
 T = TypeVar("T")
@@ -118,11 +122,33 @@ class ApiClientBase:
     Rate-limit headers (``X-RateLimit-*`` and Genesys' ``inin-ratelimit-*``) saying the server's
     window is used up, and a 429's Retry-After, hold that OAuth client in the shared budget.
 
-    Subclasses set ``ALLOWED_SCOPES`` (what may be asked of the token endpoint) and
-    ``SCOPES_OPTIONAL`` (True when the API needs no scope at all).
+    Subclasses set ``ALLOWED_SCOPES`` (what may be asked of the token endpoint), ``DEFAULT_SCOPES``
+    (what is asked when the caller says nothing) and ``SCOPES_OPTIONAL`` (True when the API needs
+    no scope at all).
+
+    Args:
+        api_url: API base, e.g. ``https://api.mypurecloud.com`` (http only for loopback hosts).
+        login_url: login base, e.g. ``https://login.mypurecloud.com``.
+        credentials: one or more OAuth clients with the same read scopes; requests are spread
+            across them, each with its own budget and token.
+        requests_per_minute: requests allowed per OAuth client in any ``rate_window_seconds``.
+        budget_path: SQLite file shared by every process using these clients, or a ``BudgetStore``
+            (PostgreSQL: shared across hosts); None: this client only.
+        timeout_seconds: httpx timeout (connect, read, write, pool).
+        max_retry_after_seconds: a 429 asking for a longer wait raises RetryAfterTooLong at once.
+        max_attempts: attempts per request for 5xx, timeouts and connection errors.
+        max_concurrency: threads of ``map`` and connections of the pool.
+        rate_window_seconds: the window of ``requests_per_minute`` (60; tests shrink it).
+        scopes: scopes to request (default ``DEFAULT_SCOPES``); only read scopes are accepted.
+        clock: seconds since the epoch (token expiry and budget; shared budgets need ``time.time``).
+        sleep: how to wait (tests inject a fake).
+        max_pages: pagination bound per listing or journey day.
+        max_rate_limited_attempts: attempts per request while the server keeps answering 429.
+        backoff_seconds: first exponential backoff step.
     """
 
     ALLOWED_SCOPES: tuple[str, ...] = READ_SCOPES
+    DEFAULT_SCOPES: tuple[str, ...] = READ_SCOPES
     SCOPES_OPTIONAL: bool = False
 
     def __init__(
@@ -131,19 +157,19 @@ class ApiClientBase:
         login_url: str,
         credentials: Sequence[OAuthCredentials] | OAuthCredentials,
         *,
-        requests_per_minute: int,
-        budget_path: Path | str | BudgetStore | None,
-        timeout_seconds: float,
-        max_retry_after_seconds: float,
-        max_attempts: int,
-        max_concurrency: int,
-        rate_window_seconds: float,
-        scopes: Sequence[str],
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
-        max_pages: int,
-        max_rate_limited_attempts: int,
-        backoff_seconds: float,
+        requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE,
+        budget_path: Path | str | BudgetStore | None = None,
+        timeout_seconds: float = 30.0,
+        max_retry_after_seconds: float = 300.0,
+        max_attempts: int = 5,
+        max_concurrency: int = 8,
+        rate_window_seconds: float = 60.0,
+        scopes: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        max_pages: int = 1000,
+        max_rate_limited_attempts: int = 20,
+        backoff_seconds: float = 0.5,
     ) -> None:
         self.api_url = check_base_url(api_url, "api_url")
         self.login_url = check_base_url(login_url, "login_url")
@@ -155,7 +181,9 @@ class ApiClientBase:
             raise ClientConfigError("credentials must be one or more OAuthCredentials")
         if len({c.client_id for c in credentials}) != len(credentials):
             raise ClientConfigError("each OAuth client may be given only once")
-        self.scopes = check_requested_scopes(scopes, self.ALLOWED_SCOPES, allow_none=self.SCOPES_OPTIONAL)
+        self.scopes = check_requested_scopes(
+            self.DEFAULT_SCOPES if scopes is None else scopes, self.ALLOWED_SCOPES, allow_none=self.SCOPES_OPTIONAL
+        )
         for name, value in (
             ("requests_per_minute", requests_per_minute),
             ("max_attempts", max_attempts),

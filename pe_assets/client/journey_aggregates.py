@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -25,7 +23,6 @@ import httpx
 
 from .auth import OAuthCredentials
 from .base import ApiClientBase, Params
-from .budget import BudgetStore
 from .errors import (
     ApiError,
     AsyncJobError,
@@ -413,6 +410,7 @@ class JourneyAggregatesClient(ApiClientBase):
     """
 
     ALLOWED_SCOPES = JOURNEY_READ_SCOPES
+    DEFAULT_SCOPES = ()  # Genesys authorizes these endpoints by the client's role permissions
     SCOPES_OPTIONAL = True
 
     def __init__(
@@ -421,44 +419,16 @@ class JourneyAggregatesClient(ApiClientBase):
         login_url: str,
         credentials: Sequence[OAuthCredentials] | OAuthCredentials,
         *,
-        requests_per_minute: int = 280,
-        budget_path: Path | str | BudgetStore | None = None,
-        timeout_seconds: float = 30.0,
-        max_retry_after_seconds: float = 300.0,
-        max_attempts: int = 5,
-        max_concurrency: int = 8,
-        rate_window_seconds: float = 60.0,
-        scopes: Sequence[str] = (),
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-        max_pages: int = 1000,
-        max_rate_limited_attempts: int = 20,
-        backoff_seconds: float = 0.5,
         max_query_days: int = MAX_QUERY_DAYS,
         async_above_days: int | None = None,
         async_page_size: int = ASYNC_PAGE_SIZE,
         job_poll_seconds: float = 3.0,
         job_poll_max_seconds: float = 30.0,
         job_deadline_seconds: float = 900.0,
+        **base_options: Any,
     ) -> None:
-        super().__init__(
-            api_url,
-            login_url,
-            credentials,
-            requests_per_minute=requests_per_minute,
-            budget_path=budget_path,
-            timeout_seconds=timeout_seconds,
-            max_retry_after_seconds=max_retry_after_seconds,
-            max_attempts=max_attempts,
-            max_concurrency=max_concurrency,
-            rate_window_seconds=rate_window_seconds,
-            scopes=scopes,
-            clock=clock,
-            sleep=sleep,
-            max_pages=max_pages,
-            max_rate_limited_attempts=max_rate_limited_attempts,
-            backoff_seconds=backoff_seconds,
-        )
+        """``base_options``: the shared construction of ``ApiClientBase`` (budget, retries, pool, clock)."""
+        super().__init__(api_url, login_url, credentials, **base_options)
         for name, value in (("max_query_days", max_query_days), ("async_page_size", async_page_size)):
             if not isinstance(value, int) or value < 1:
                 raise ClientConfigError(f"{name} must be a positive integer, got {value!r}")
