@@ -5,8 +5,8 @@ Prints figures and writes them to a JSON file and a PNG chart; never a test. Run
     .venv/bin/python benchmarks/scale.py                      # 5, 30, 90 and 365 days, one run each
     .venv/bin/python benchmarks/scale.py --days 5 30 --chunked 0   # quicker
 
-Each scenario runs in its own child process (so its peak RSS is its own) against an in-process
-simulator with 400 campaigns, no binding budget (10,000 requests/min) and a clock set so that every
+Each scenario runs in its own child process (so its peak RSS is pe_assets' alone) against a
+simulator in another process with 400 campaigns, no binding budget (10,000 requests/min) and a clock set so that every
 day is complete and final, into a fresh landing folder and DuckDB file: the whole seed graph
 (``pe_daily_job``: extraction, landing, every table, drift, views and checks) as ONE ranged run.
 ``--chunked N`` adds the longest range as consecutive runs of N days (what PE_BACKFILL_DAYS_PER_RUN
@@ -29,30 +29,74 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 LAST_DAY = date(2025, 12, 31)
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)  # every day complete, every outcome final
 CAMPAIGNS = 400
 EXTRACTION_STEP = "raw_extraction"
 
 
-def child(days: int, chunk_days: int | None) -> None:
-    """One scenario in this process; prints one JSON line."""
+def start_simulator() -> tuple[subprocess.Popen[str], str]:
+    """The simulator in its own process (its world and request log are not pe_assets' memory)."""
+    command = [
+        sys.executable,
+        "-m",
+        "pe_dev.simulator",
+        "--port",
+        "0",
+        "--campaigns",
+        str(CAMPAIGNS),
+        "--client-limit",
+        "1000000",
+        "--org-limit",
+        "1000000",
+        "--now",
+        NOW.isoformat(),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "listening on" in line:
+            return process, line.rsplit(" ", 1)[-1].strip()
+    raise RuntimeError("the simulator did not start")
+
+
+def child(days: int, chunk_days: int | None, url: str) -> None:
+    """One scenario in this process (pe_assets only); prints one JSON line."""
     import logging
 
     import duckdb
 
-    from pe_dev.pipeline import pipeline_resources, run_days
-    from pe_dev.simulator import SimulatorConfig, SimulatorServer
+    from pe_assets.defs.common.resources import (
+        LandingZoneResource,
+        OAuthClientConfig,
+        PredictiveEngagementResource,
+        UtcClock,
+    )
+    from pe_assets.warehouse import DuckDBWarehouse
+    from pe_dev.pipeline import materializations, run_days
+    from pe_dev.simulator import default_clients
 
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
     first = LAST_DAY - timedelta(days=days - 1)
-    config = SimulatorConfig(seed=7, n_campaigns=CAMPAIGNS, client_limit=1_000_000, org_limit=1_000_000)
+    client = default_clients()[0]
     steps: dict[str, float] = {}
+    requests = rate_limited = 0
     started = time.perf_counter()
-    with SimulatorServer(config, host="127.0.0.1", port=0) as sim, tempfile.TemporaryDirectory() as tmp:
-        sim.set_now(NOW)
-        resources = pipeline_resources(sim, Path(tmp), now=NOW, requests_per_minute=10_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        resources = {
+            "pe_api": PredictiveEngagementResource(
+                api_url=url,
+                login_url=url,
+                oauth_clients=[OAuthClientConfig(client_id=client.client_id, client_secret=client.client_secret)],
+                requests_per_minute=10_000,
+                budget_path=str(Path(tmp) / "state" / "rate_budget.sqlite"),
+            ),
+            "landing": LandingZoneResource(url=str(Path(tmp) / "landing")),
+            "warehouse": DuckDBWarehouse(path=str(Path(tmp) / "warehouse.duckdb")),
+            "clock": UtcClock(offset_seconds=(NOW - datetime.now(UTC)).total_seconds()),
+        }
         ranges = [(first, LAST_DAY)]
         if chunk_days:
             ranges = [
@@ -67,11 +111,13 @@ def child(days: int, chunk_days: int | None) -> None:
                 if event.event_type_value == "STEP_SUCCESS":
                     seconds = event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
                     steps[event.step_key] = steps.get(event.step_key, 0.0) + seconds
+            # A ranged run records one materialization per day, each with the step's whole figures.
+            extraction = materializations(result, "raw_campaign_journeys")[0].metadata
+            requests += extraction["api_requests"].value  # type: ignore[operator]
+            rate_limited += extraction["api_429s"].value  # type: ignore[operator]
         wall = time.perf_counter() - started
         with duckdb.connect(str(Path(tmp) / "warehouse.duckdb"), read_only=True) as con:
             rows = con.execute("SELECT count(*) FROM fact_journey_step").fetchone()[0]
-        requests = sim.count_requests("/api/v2/")
-        rate_limited = sum(1 for r in sim.log_records() if r["status"] == 429)
     print(
         json.dumps(
             {
@@ -91,10 +137,15 @@ def child(days: int, chunk_days: int | None) -> None:
 
 def measure(days: int, chunk_days: int | None) -> dict[str, object]:
     """Run one scenario in a child process; add its peak RSS (of that process alone)."""
-    command = [sys.executable, __file__, "--child", str(days), "--chunk", str(chunk_days or 0)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    output = process.stdout.read() if process.stdout else ""
+    simulator, url = start_simulator()
+    try:
+        command = [sys.executable, __file__, "--child", str(days), "--chunk", str(chunk_days or 0), "--url", url]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        output = process.stdout.read() if process.stdout else ""
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        simulator.terminate()
+        simulator.wait(30)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"scenario {days} days failed: {output[-2000:]}")
     figures = json.loads(output.strip().splitlines()[-1])
@@ -140,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.chunk or None)
+        child(args.child, args.chunk or None, args.url)
         return 0
     results = []
     scenarios = [(d, None) for d in args.days] + ([(max(args.days), args.chunked)] if args.chunked else [])

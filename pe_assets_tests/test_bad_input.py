@@ -485,10 +485,16 @@ GOOD_ENV = {
         pytest.param({"PE_WAREHOUSE": "bigquery"}, "PE_WAREHOUSE", id="unknown-warehouse"),
         pytest.param({"PE_STEP_RETRY_DELAY_SECONDS": "soon"}, "PE_STEP_RETRY_DELAY_SECONDS", id="retry-delay-text"),
         pytest.param({"PE_WAREHOUSE": "snowflake"}, "SNOWFLAKE_ACCOUNT", id="snowflake-without-account"),
+        pytest.param({"PE_BUDGET_URL": "postgresql://pe:pw@db:5432/pe"}, "PE_BUDGET_URL", id="budget-url-password"),
+        pytest.param({"PE_BUDGET_URL": "redis://db:6379/0"}, "PE_BUDGET_URL", id="budget-url-not-postgres"),
+        pytest.param({"PE_BUDGET_URL": "postgresql://db:5432/pe"}, "PE_BUDGET_URL", id="budget-url-no-user"),
+        pytest.param({"PE_BACKFILL_DAYS_PER_RUN": "0"}, "PE_BACKFILL_DAYS_PER_RUN", id="days-per-run-zero"),
+        pytest.param({"PE_BACKFILL_DAYS_PER_RUN": "week"}, "PE_BACKFILL_DAYS_PER_RUN", id="days-per-run-text"),
     ],
 )
 def test_malformed_settings_fail_naming_the_variable(change, names):
     env = {**GOOD_ENV, **change}
-    with pytest.raises(SettingsError, match=names):
+    with pytest.raises(SettingsError, match=names) as raised:
         Settings.from_env(env, today=date(2026, 1, 1))
+    assert ":pw@" not in str(raised.value)  # a password in a URL is never echoed
     Settings.from_env(GOOD_ENV, today=date(2026, 1, 1))  # the good settings themselves load

@@ -45,7 +45,11 @@ def sim():
 
 
 def _cli(
-    sim: SimulatorServer, tmp: Path, secret: str, source: str = "predictive-engagement"
+    sim: SimulatorServer,
+    tmp: Path,
+    secret: str,
+    source: str = "predictive-engagement",
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     home = tmp / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -62,6 +66,7 @@ def _cli(
         "PE_PARTITIONS_START": "2024-01-01",
         "PE_REQUESTS_PER_MINUTE": "1000",
         "PE_SOURCE": source,
+        **(extra_env or {}),
     }
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "asset", "materialize", "-m", "pe_assets.definitions", "--select", "*", "--partition", DAY]
@@ -144,3 +149,21 @@ def test_a_run_failing_on_a_wrong_secret_names_the_problem_and_leaks_nothing(sim
     needles = {**_needles(sim, WRONG_SECRET), "right secret": SECRET.encode()}
     hits, files = _scan([tmp_path / "data"], {"output": output}, needles)
     assert files > 0 and hits == []
+
+
+BUDGET_PASSWORD = "PGPASS-canary-3d9e1b-do-not-log"
+
+
+def test_the_budget_database_password_stays_out_of_everything(sim, tmp_path, postgres):
+    """PE_BUDGET_URL on a real PostgreSQL, its password in PE_BUDGET_PASSWORD: a full CLI run leaves
+    the password (and the OAuth secret) in no output, event log, compute log, landing file or table."""
+    budget = {"PE_BUDGET_URL": postgres.url, "PE_BUDGET_PASSWORD": BUDGET_PASSWORD}
+    done = _cli(sim, tmp_path, SECRET, extra_env=budget)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert not (tmp_path / "data" / "state" / "rate_budget.sqlite").exists()  # the budget lived in PostgreSQL
+    needles = {**_needles(sim, SECRET), "budget password": BUDGET_PASSWORD.encode()}
+    hits, files = _scan(
+        [tmp_path / "dagster_home", tmp_path / "data"], {"stdout": done.stdout, "stderr": done.stderr}, needles
+    )
+    assert files >= 15
+    assert hits == []
