@@ -133,7 +133,7 @@ def _listening(port: int) -> bool:
     [
         ("", "", -signal.SIGINT, 0.0),  # Ctrl-C is enough: no escalation
         ("", "SIGINT", -signal.SIGINT, 0.5),  # the leader exits, its service holds the port: SIGTERM
-        ("SIGINT", "SIGINT,SIGTERM", -signal.SIGTERM, 1.0),  # only SIGKILL ends the service
+        ("SIGINT", "SIGINT,SIGTERM", -signal.SIGTERM, 2.5),  # only SIGKILL ends the service
     ],
 )
 def test_stop_leaves_no_process_of_the_group_and_frees_the_port(
@@ -150,11 +150,12 @@ def test_stop_leaves_no_process_of_the_group_and_frees_the_port(
         assert set(_live_members(process.pid)) == {process.pid, service_pid} and _listening(port)
 
         started = time.monotonic()
-        code = ui.stop(process, timeout=0.5, term_timeout=0.5, kill_timeout=5)
+        # SIGTERM gets 2 s: on a loaded machine a leader may be scheduled late to die of it.
+        code = ui.stop(process, timeout=0.5, term_timeout=2.0, kill_timeout=5)
         elapsed = time.monotonic() - started
 
         assert code == leader_code
-        assert min_seconds <= elapsed < min_seconds + 3
+        assert min_seconds <= elapsed < min_seconds + 5
         assert _live_members(process.pid) == []
         assert not _listening(port)
         with socket.socket() as rebind:
@@ -175,7 +176,7 @@ def test_stop_of_an_exited_group_returns_its_code_without_signals():
     assert time.monotonic() - started < 1
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_ui_command_serves_and_stops_on_ctrl_c(tmp_path):
     port = ui.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PE_", "GENESYSCLOUD_", "DAGSTER_"))}
@@ -188,7 +189,7 @@ def test_ui_command_serves_and_stops_on_ctrl_c(tmp_path):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             assert process.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
             try:
@@ -198,10 +199,10 @@ def test_ui_command_serves_and_stops_on_ctrl_c(tmp_path):
                 pass
             time.sleep(1)
         else:
-            pytest.fail("the UI did not answer within 150 s")
+            pytest.fail("the UI did not answer within 240 s")
         assert (tmp_path / "data" / "dagster_home" / "dagster.yaml").exists()
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        assert process.wait(60) == 0
+        assert process.wait(90) == 0
         assert not _listening(port)
         with socket.socket() as rebind:
             rebind.bind(("127.0.0.1", port))  # no webserver, daemon or code server left behind

@@ -9,12 +9,11 @@
 
 Or use the ``snowflake_warehouse`` pytest fixture (import it into the test module or a conftest).
 
-Why the extra patch target: ``fakesnow.patch()`` replaces ``snowflake.connector.connect`` and
+``fakesnow.patch()`` replaces ``snowflake.connector.connect`` and
 ``snowflake.connector.pandas_tools.write_pandas`` where they are defined, which covers every module
-that looks them up at call time (dagster-snowflake's ``SnowflakeResource`` and our warehouse). A
-module that imported the *name* keeps the real function and must be patched where it uses it:
-``dagster_snowflake_pandas.snowflake_pandas_type_handler`` does ``from ... import write_pandas``
-(found by reading the installed sources; ``dagster_snowflake`` itself imports no connector names).
+that looks them up at call time: dagster-snowflake's ``SnowflakeResource`` and our warehouse (which
+looks ``pandas_tools.write_pandas`` up per call for exactly this reason). No extra patch targets:
+dagster-snowflake-pandas, whose type handler imported the name, is no longer a dependency.
 
 Data lives in DuckDB files under ``<tmp_path>/fakesnow`` (``db_path``), so every connection opened
 while the patch is active sees the same data, and a later patch on the same directory sees it too.
@@ -36,12 +35,11 @@ import pytest
 from pe_assets.warehouse.snowflake_warehouse import DEFAULT_SCHEMA, SnowflakeWarehouse
 
 FAKESNOW_DATABASE = "PE_TEST"
-EXTRA_PATCH_TARGETS = ("dagster_snowflake_pandas.snowflake_pandas_type_handler.write_pandas",)
 
 
 @contextmanager
 def fakesnow_patched(db_path: Path) -> Iterator[None]:
-    """fakesnow active (connector and dagster-snowflake-pandas patched), data in ``db_path``."""
+    """fakesnow active (the Snowflake connector patched), data in ``db_path``."""
     import fakesnow  # imported here: sqlglot and the connector take a few seconds
 
     db_path.mkdir(parents=True, exist_ok=True)
@@ -53,7 +51,7 @@ def fakesnow_patched(db_path: Path) -> Iterator[None]:
         with warnings.catch_warnings():
             # DuckDB's note on fakesnow's Arrow fetches; noise, not a problem of ours.
             warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
-            with fakesnow.patch(extra_targets=list(EXTRA_PATCH_TARGETS), db_path=db_path):
+            with fakesnow.patch(db_path=db_path):
                 yield
     finally:
         sqlglot_logger.setLevel(previous_level)
