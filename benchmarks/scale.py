@@ -53,12 +53,16 @@ def start_simulator() -> tuple[subprocess.Popen[str], str]:
         "--now",
         NOW.isoformat(),
     ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "listening on" in line:
-            return process, line.rsplit(" ", 1)[-1].strip()
-    raise RuntimeError("the simulator did not start")
+    # Its output goes to a file: a pipe nobody drains would block the simulator once full.
+    log = Path(tempfile.mkstemp(prefix="pe-scale-simulator-", suffix=".log")[1])
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log.read_text().splitlines():
+            if "listening on" in line:
+                return process, line.rsplit(" ", 1)[-1].strip()
+        time.sleep(0.2)
+    raise RuntimeError(f"the simulator did not start: {log.read_text()[-2000:]}")
 
 
 def child(days: int, chunk_days: int | None, url: str) -> None:
