@@ -90,10 +90,9 @@ def test_warning_filter_hides_only_dagsters_maturity_warnings(tmp_path):
 # dg dev starts does; each ignores the signals named (the others kill it).
 SERVICE = """
 import os, signal, socket, sys, time
-for name in sys.argv[1].split(","):
-    if name:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-signal.signal(signal.SIGINT, signal.SIG_IGN if "SIGINT" in sys.argv[1] else signal.SIG_DFL)
+# Each disposition set explicitly: a test run started in the background inherits ignored signals.
+for name in ("SIGINT", "SIGTERM"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN if name in sys.argv[1] else signal.SIG_DFL)
 server = socket.socket()
 server.bind(("127.0.0.1", 0))
 server.listen()
@@ -103,6 +102,7 @@ time.sleep(600)
 LEADER = f"""
 import signal, subprocess, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN if "SIGINT" in sys.argv[1] else signal.SIG_DFL)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 subprocess.Popen([sys.executable, "-c", {SERVICE!r}, sys.argv[2]])
 time.sleep(600)
 """

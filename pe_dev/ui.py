@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("PE_DATA_DIR", ".pe_data"))
     parser.add_argument("--seed", type=int, default=7, help="the simulator's data seed")
     args = parser.parse_args(argv)
+    # Ctrl-C must stop us even when started from a background job, whose shell ignores SIGINT
+    # (Python then installs no KeyboardInterrupt handler, and dg dev would inherit the SIG_IGN).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     data_dir = Path(args.data_dir).resolve()
     os.environ.setdefault("PE_DATA_DIR", str(data_dir))
