@@ -65,6 +65,7 @@ WHERE rn = 1 AND pending_backfill
 ORDER BY day
 """
 
+
 def pending_days(warehouse: WarehouseResource) -> list[date]:
     """Days whose latest snapshot (for at least one scorecard) is ``pending_backfill``."""
     if not warehouse.has_tables(FACT_SCORECARD_PERFORMANCE):
