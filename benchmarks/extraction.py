@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pe_dev lives in the repository, not the wheel
 
 from pe_assets.client import OAuthCredentials, PredictiveEngagementClient
 from pe_dev.simulator import READ_SCOPES, ClientSpec, SimulatorConfig, SimulatorServer
