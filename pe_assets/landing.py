@@ -138,21 +138,12 @@ class LandingZone:
         name in a source's folder is its newest extraction; re-pulls of a day add files to list, not
         payloads to parse.
         """
-        latest: dict[str, LandedFile] = {}
-        for path in self._latest_paths(dataset, day):
-            landed = self._read(path, dataset)
-            latest[landed.source_id] = landed
-        return dict(sorted(latest.items()))
+        landed = (self._read(path, dataset) for path in self._latest_paths(dataset, day))  # in source order
+        return {file.source_id: file for file in landed}
 
     def latest_texts(self, dataset: str, day: date) -> list[bytes]:
         """The newest extraction of each source for a day as raw JSON, unparsed (for bulk transforms)."""
-        texts = []
-        for path in self._latest_paths(dataset, day):
-            try:
-                texts.append(path.read_bytes())
-            except FileNotFoundError:
-                raise LandingError(f"landing file {path} is missing") from None
-        return texts
+        return [_read_bytes(path) for path in self._latest_paths(dataset, day)]
 
     def _latest_paths(self, dataset: str, day: date) -> list[UPath]:
         paths = []
@@ -175,11 +166,7 @@ class LandingZone:
         return folder
 
     def _read(self, path: UPath, dataset: str) -> LandedFile:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            # One request, not exists-then-read: on an object store each check is a round trip.
-            raise LandingError(f"landing file {path} is missing") from None
+        raw = _read_bytes(path)
         try:
             envelope = json.loads(raw)
             day_text = envelope["day"]
@@ -193,6 +180,14 @@ class LandingZone:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LandingError(f"landing file {path} is damaged: {exc}") from exc
+
+
+def _read_bytes(path: UPath) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        # One request, not exists-then-read: on an object store each check is a round trip.
+        raise LandingError(f"landing file {path} is missing") from None
 
 
 def _check_id(kind: str, value: str) -> None:

@@ -138,9 +138,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 journey_tasks = [
                     ("journey", c, day) for day in window.days for c in extracted if (c["id"], day) not in journeys_done
                 ]
-                scorecards_by_day = {
-                    day: sorted({c["scorecardId"] for c in extracted if c.get("scorecardId")}) for day in window.days
-                }
+                listed_scorecards = sorted({c["scorecardId"] for c in extracted if c.get("scorecardId")})
+                scorecards_by_day = dict.fromkeys(window.days, listed_scorecards)
             else:
                 scorecards_by_day = {
                     day: sorted(
