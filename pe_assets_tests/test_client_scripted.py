@@ -7,7 +7,6 @@ granted...). Real sockets and a real httpx client: nothing is mocked.
 from __future__ import annotations
 
 import json
-import time
 from datetime import date
 from typing import Any
 
@@ -306,10 +305,9 @@ def test_retry_after_above_cap_fails_fast(server):
     )
     slept: list[float] = []
     with make_client(server, max_retry_after_seconds=60, sleep=slept.append) as client:
-        started = time.monotonic()
         with pytest.raises(RetryAfterTooLong, match="ctx-429") as info:
             client.get_campaign(CID)
-        assert time.monotonic() - started < 2 and not slept
+        assert not slept  # failed at once: no wait, no retry
         assert info.value.retryable and info.value.retry_after == 7200
         # Nothing was parked: a later call asks the server again (once) and fails fast again.
         with pytest.raises(RetryAfterTooLong):

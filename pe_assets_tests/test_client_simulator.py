@@ -19,6 +19,7 @@ from pe_assets.client import (
     PredictiveEngagementClient,
     RetryAfterTooLong,
 )
+from pe_assets.client.budget import SqliteBudgetStore
 from pe_dev.simulator import READ_SCOPES, ClientSpec
 
 JOURNEY_FMT = "/api/v2/predictive-engagement/campaigns/{}/analytics"
@@ -198,11 +199,11 @@ def test_429_burst_survived_and_retry_after_respected(make_simulator):
 def test_retry_after_too_long_fails_fast(make_simulator):
     sim = make_simulator()
     sim.inject_fault("429", count=1, retry_after=3600)
-    with make_client(sim, max_retry_after_seconds=300) as client:
-        started = time.monotonic()
+    slept: list[float] = []
+    with make_client(sim, max_retry_after_seconds=300, sleep=slept.append) as client:
         with pytest.raises(RetryAfterTooLong) as info:
             client.get_campaign(sim.roles["big"])
-        assert time.monotonic() - started < 2
+        assert slept == []  # failed at once: no wait, no retry
     assert info.value.retryable and info.value.retry_after == 3600 and info.value.context_id
 
 
@@ -268,19 +269,48 @@ def test_two_processes_share_one_budget(make_simulator, tmp_path):
     assert b"sim-secret" not in (tmp_path / "rate_budget.sqlite").read_bytes()
 
 
+def _open_fresh_store(path: str, start: Any, done: Any) -> None:
+    """Child process: open the budget file the moment ``start`` is set, then reserve once."""
+    start.wait(30)
+    store = SqliteBudgetStore(path, clock=time.time)
+    try:
+        store.run(["k"], lambda tx: tx.rows("SELECT count(*) FROM slots"))
+        done.put("ok")
+    except Exception as error:  # reported to the parent, which fails the test naming it
+        done.put(repr(error))
+    finally:
+        store.close()
+
+
+def test_processes_opening_a_new_budget_file_at_once_all_get_in(tmp_path):
+    # Switching a new file to WAL needs a moment alone with it; SQLite answers "database is locked"
+    # at once (no busy handler) to whoever races it. Every opener must still get in. Before the fix
+    # about 3 in 100 rounds of 8 racing processes lost one; 40 rounds show it more often than not.
+    ctx = multiprocessing.get_context("fork")  # children start in milliseconds: a tight race
+    failures: list[str] = []
+    for attempt in range(40):
+        start, done = ctx.Event(), ctx.Queue()
+        path = str(tmp_path / f"budget-{attempt}.sqlite")
+        procs = [ctx.Process(target=_open_fresh_store, args=(path, start, done)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        start.set()
+        failures += [r for r in (done.get(timeout=60) for _ in procs) if r != "ok"]
+        for p in procs:
+            p.join(30)
+    assert failures == []
+
+
 def test_several_clients_spread_the_load(make_simulator):
     clients = [ClientSpec(f"pe-c{i}", f"secret-{i}", READ_SCOPES) for i in range(3)]
     sim = make_simulator(clients=clients, client_limit=6, org_limit=1000, window_seconds=1.0)
     creds = [OAuthCredentials(c.client_id, c.client_secret) for c in clients]
     with make_client(sim, creds, requests_per_minute=6, rate_window_seconds=1.0, max_concurrency=6) as client:
-        started = time.monotonic()
         client.map(lambda _: client.get_campaign(sim.roles["big"]), range(36))
-        elapsed = time.monotonic() - started
         by_client = client.stats.requests_by_client
         assert client.stats.token_requests == 3
+    # 36 requests at 6 per window: one client would need >= 5 windows; each of three takes a third.
     assert sorted(by_client.values()) == [12, 12, 12]
-    # 36 requests at 6 per window: one client would need >= 5 windows; three need ~2.
-    assert elapsed < 3.5
     for spec in clients:
         log = api_log(sim, spec.client_id)
         assert all(r.status == 200 for r in log)

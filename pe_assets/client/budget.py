@@ -52,6 +52,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -172,6 +173,22 @@ class _SqliteTransaction:
         return self._conn.execute(sql, tuple(params)).fetchall()
 
 
+def _switch_to_wal(conn: sqlite3.Connection, deadline_seconds: float = 30.0) -> None:
+    """Put a (possibly new) file in WAL mode. Changing the journal mode needs a moment alone with
+    the file and SQLite answers "database is locked" at once, without its busy handler, when another
+    process is opening the same new file: try again for a while. The mode is stored in the file,
+    so once set every later connection finds it already in place."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteBudgetStore(BudgetStore):
     """The log in a SQLite file shared by the processes of one host (``BEGIN IMMEDIATE``).
 
@@ -205,7 +222,7 @@ class SqliteBudgetStore(BudgetStore):
         if self._conn is None or self._pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SQLITE_SCHEMA)
             self._conn, self._pid = conn, os.getpid()
