@@ -29,6 +29,7 @@ moves the score distribution shows up as drift, which is what the monitoring is 
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -125,33 +126,41 @@ def drift_frame(
     final = final.assign(day=pd.to_datetime(final["extraction_date"]).dt.date)
     counts = _bucket_counts(final, distribution)
     load_ts = _naive_utc(loaded_at)
-    by_scorecard = {sid: group.set_index("day") for sid, group in final.groupby("scorecard_id")}
+    # Plain lists per scorecard, in day order (``final`` is sorted so): a day's baseline is a slice
+    # found by bisection. Indexing a frame per scorecard-day cost ~0.5 ms each (24 s for a year).
+    snapshots_by_scorecard: dict[str, list[dict[str, object]]] = {}
+    for snapshot in final.to_dict("records"):
+        snapshots_by_scorecard.setdefault(str(snapshot["scorecard_id"]), []).append(snapshot)
+    days_by_scorecard = {sid: [s["day"] for s in snapshots] for sid, snapshots in snapshots_by_scorecard.items()}
     rows: list[dict[str, object]] = []
     for day in sorted(set(days)):
-        for scorecard_id, snapshots in sorted(by_scorecard.items()):
-            if day not in snapshots.index:
+        for scorecard_id in sorted(snapshots_by_scorecard):
+            snapshot_days = days_by_scorecard[scorecard_id]
+            today_at = bisect.bisect_left(snapshot_days, day)
+            if today_at == len(snapshot_days) or snapshot_days[today_at] != day:
                 continue
-            today = snapshots.loc[day]
-            baseline = snapshots[(snapshots.index >= day - timedelta(days=baseline_days)) & (snapshots.index < day)]
+            snapshots = snapshots_by_scorecard[scorecard_id]
+            today = snapshots[today_at]
+            baseline = snapshots[bisect.bisect_left(snapshot_days, day - timedelta(days=baseline_days)) : today_at]
             pooled: dict[str, float] = {}
-            for baseline_day in baseline.index:
-                for bucket, count in counts.get((scorecard_id, baseline_day), {}).items():
+            for baseline_snapshot in baseline:
+                for bucket, count in counts.get((scorecard_id, baseline_snapshot["day"]), {}).items():
                     pooled[bucket] = pooled.get(bucket, 0) + count
-            precision_median, precision_delta = median_delta(float(today["precision"]), list(baseline["precision"]))
-            recall_median, recall_delta = median_delta(float(today["recall"]), list(baseline["recall"]))
+            precision, recall = float(today["precision"]), float(today["recall"])
+            predicted, actual = float(today["predicted_conversion_rate"]), float(today["actual_conversion_rate"])
+            precision_median, precision_delta = median_delta(precision, [float(b["precision"]) for b in baseline])
+            recall_median, recall_delta = median_delta(recall, [float(b["recall"]) for b in baseline])
             rows.append(
                 {
                     "scorecard_id": scorecard_id,
                     "extraction_date": pd.Timestamp(day),
                     "model_version": today["model_version"],
                     "snapshot_extracted_at": today["extracted_at"],
-                    "precision": float(today["precision"]),
-                    "recall": float(today["recall"]),
-                    "predicted_conversion_rate": float(today["predicted_conversion_rate"]),
-                    "actual_conversion_rate": float(today["actual_conversion_rate"]),
-                    "calibration_gap": calibration_gap(
-                        float(today["predicted_conversion_rate"]), float(today["actual_conversion_rate"])
-                    ),
+                    "precision": precision,
+                    "recall": recall,
+                    "predicted_conversion_rate": predicted,
+                    "actual_conversion_rate": actual,
+                    "calibration_gap": calibration_gap(predicted, actual),
                     "psi": population_stability_index(counts.get((scorecard_id, day), {}), pooled),
                     "precision_baseline_median": precision_median,
                     "recall_baseline_median": recall_median,
@@ -176,6 +185,7 @@ def _bucket_counts(final: pd.DataFrame, distribution: pd.DataFrame) -> dict[tupl
     keys = final.loc[:, ["scorecard_id", "extraction_date", "extracted_at", "day"]]
     matched = distribution.merge(keys, on=["scorecard_id", "extraction_date", "extracted_at"], how="inner")
     result: dict[tuple[str, date], dict[str, float]] = {}
-    for row in matched.itertuples(index=False):
-        result.setdefault((row.scorecard_id, row.day), {})[row.bucket] = float(row.contact_count)
+    columns = (matched[name].tolist() for name in ("scorecard_id", "day", "bucket", "contact_count"))
+    for scorecard_id, day, bucket, count in zip(*columns, strict=True):  # plain values: no row objects
+        result.setdefault((scorecard_id, day), {})[bucket] = float(count)
     return result

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -118,18 +117,17 @@ class LandingZone:
     def files(self, dataset: str, day: date | None = None) -> list[LandedFile]:
         """Every complete extraction of a dataset (and day), oldest first."""
         if day is None:
-            folder = self.root / dataset
-            candidates: Iterator[UPath] = (p for p in _children(folder) if _is_landing_file(p))
+            paths = [str(p) for p in _children(self.root / dataset) if _is_landing_file(p.name)]
         else:
-            folder = self._folder(dataset, day, None)
-            candidates = (f for src in _children(folder) for f in _children(src) if _is_landing_file(f))
-        landed = [self._read(path, dataset) for path in candidates]
+            paths = [path for names in self._source_files(dataset, day).values() for path in names]
+        landed = [_parse(path, raw, dataset) for path, raw in zip(paths, self._read_all(paths), strict=True)]
         return sorted(landed, key=lambda f: (f.extracted_at, f.path))
 
     def read(self, dataset: str, name: str) -> LandedFile:
         """One day-less file of ``dataset`` by its file name (as a day's pointer names it)."""
         _check_id("landing file name", name)
-        return self._read(self.root / dataset / name, dataset)
+        path = str(self.root / dataset / name)
+        return _parse(path, self._read_all([path])[0], dataset)
 
     def latest_per_source(self, dataset: str, day: date) -> dict[str, LandedFile]:
         """The newest extraction of each source for a day, chosen by name: only those files are read.
@@ -138,20 +136,62 @@ class LandingZone:
         name in a source's folder is its newest extraction; re-pulls of a day add files to list, not
         payloads to parse.
         """
-        landed = (self._read(path, dataset) for path in self._latest_paths(dataset, day))  # in source order
+        paths = self._latest_paths(dataset, day)  # in source order
+        landed = (_parse(path, raw, dataset) for path, raw in zip(paths, self._read_all(paths), strict=True))
         return {file.source_id: file for file in landed}
 
     def latest_texts(self, dataset: str, day: date) -> list[bytes]:
         """The newest extraction of each source for a day as raw JSON, unparsed (for bulk transforms)."""
-        return [_read_bytes(path) for path in self._latest_paths(dataset, day)]
+        return self._read_all(self._latest_paths(dataset, day))
 
-    def _latest_paths(self, dataset: str, day: date) -> list[UPath]:
-        paths = []
-        for source in sorted(_children(self._folder(dataset, day, None)), key=lambda folder: folder.name):
-            names = [f for f in _children(source) if _is_landing_file(f)]
-            if names:
-                paths.append(max(names, key=lambda f: f.name))
-        return paths
+    def _latest_paths(self, dataset: str, day: date) -> list[str]:
+        return [max(paths) for paths in self._source_files(dataset, day).values()]
+
+    def _source_files(self, dataset: str, day: date) -> dict[str, list[str]]:
+        """A day's landing files by source (sources in name order), from ONE listing of the day.
+
+        A year at 400 campaigns is ~150,000 files: an object store is asked once per day (one
+        recursive listing), not once per source folder, and a local folder is scanned without
+        building a path object per entry. Within a source, names sort as extraction instants.
+        """
+        folder = self._folder(dataset, day, None)
+        by_source: dict[str, list[str]] = {}
+        if isinstance(folder, LocalPath):
+            try:
+                sources = [entry for entry in os.scandir(folder.path) if entry.is_dir()]
+            except FileNotFoundError:
+                return {}
+            for source in sorted(sources, key=lambda entry: entry.name):
+                names = sorted(entry.name for entry in os.scandir(source.path) if _is_landing_file(entry.name))
+                if names:
+                    by_source[source.name] = [f"{source.path}/{name}" for name in names]
+            return by_source
+        prefix = folder.path.rstrip("/") + "/"
+        found = folder.fs.find(folder.path) if folder.exists() else []
+        for path in sorted(found):
+            source, _, name = path.removeprefix(prefix).partition("/")
+            if name and "/" not in name and _is_landing_file(name):
+                by_source.setdefault(source, []).append(f"{folder.protocol}://{path}")
+        return dict(sorted(by_source.items()))
+
+    def _read_all(self, paths: list[str]) -> list[bytes]:
+        """The files' bytes, in order: an object store fetches them concurrently (fsspec's ``cat``)."""
+        if not paths:
+            return []
+        if isinstance(self.root, LocalPath):
+            return [_read_local(path) for path in paths]
+        # Missing files come back as errors, not exists-then-read: on a store each check is a round trip.
+        keys = [UPath(path).path for path in paths]
+        found = self.root.fs.cat(keys, on_error="return")
+        contents = []
+        for path, key in zip(paths, keys, strict=True):
+            content = found.get(key)
+            if content is None or isinstance(content, FileNotFoundError):
+                raise LandingError(f"landing file {path} is missing")
+            if isinstance(content, Exception):
+                raise content
+            contents.append(content)
+        return contents
 
     def landed_by_run(self, dataset: str, day: date, run_id: str) -> list[LandedFile]:
         """The files of ``day`` that run ``run_id`` landed (read only when a step is retried)."""
@@ -165,28 +205,28 @@ class LandingZone:
             folder = folder / source_id
         return folder
 
-    def _read(self, path: UPath, dataset: str) -> LandedFile:
-        raw = _read_bytes(path)
-        try:
-            envelope = json.loads(raw)
-            day_text = envelope["day"]
-            return LandedFile(
-                path=str(path),
-                dataset=dataset,
-                day=date.fromisoformat(day_text) if day_text else None,
-                source_id=envelope["source_id"],
-                extracted_at=datetime.fromisoformat(envelope["extracted_at"]),
-                envelope=envelope,
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LandingError(f"landing file {path} is damaged: {exc}") from exc
 
-
-def _read_bytes(path: UPath) -> bytes:
+def _parse(path: str, raw: bytes, dataset: str) -> LandedFile:
     try:
-        return path.read_bytes()
+        envelope = json.loads(raw)
+        day_text = envelope["day"]
+        return LandedFile(
+            path=path,
+            dataset=dataset,
+            day=date.fromisoformat(day_text) if day_text else None,
+            source_id=envelope["source_id"],
+            extracted_at=datetime.fromisoformat(envelope["extracted_at"]),
+            envelope=envelope,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LandingError(f"landing file {path} is damaged: {exc}") from exc
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
     except FileNotFoundError:
-        # One request, not exists-then-read: on an object store each check is a round trip.
         raise LandingError(f"landing file {path} is missing") from None
 
 
@@ -203,8 +243,8 @@ def _children(folder: UPath) -> list[UPath]:
         return []
 
 
-def _is_landing_file(path: UPath) -> bool:
-    return path.name.endswith(".json") and not path.name.startswith(".")
+def _is_landing_file(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
 
 
 def _is_s3(path: UPath) -> bool:

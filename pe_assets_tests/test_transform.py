@@ -44,6 +44,20 @@ def test_step_sequence_counts_across_pages_in_served_order():
     assert validate(TABLES["fact_journey_step"], result.steps).passed
 
 
+def test_a_text_column_holding_a_non_text_value_fails_its_check_naming_the_row():
+    # Text columns are checked by pandas' type inference first; a column that is not all text must
+    # still fail Pandera's str rule, value by value, as the stock check reports it.
+    steps = journey_frames([envelope([[step("a", 10), step("b", 8), step("c", 5)]])], LOADED).steps
+    steps["step_name"] = steps["step_name"].astype(object)
+    steps.loc[1, "step_name"] = 42
+    steps.loc[2, "step_name"] = None  # NULL is allowed: only row 1 fails
+    report = validate(TABLES["fact_journey_step"], steps)
+    assert not report.passed
+    cases = report.failure_cases
+    assert list(cases["index"]) == [1] and list(cases["column"]) == ["step_name"]
+    assert list(cases["failure_case"]) == [42] and "str" in cases["check"].iloc[0]
+
+
 def test_damaged_steps_are_rejected_with_reason_and_keep_positions():
     pages = [
         [

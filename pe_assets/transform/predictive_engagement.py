@@ -17,15 +17,16 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from pe_assets.rules import outcomes_final
+from pe_assets.rules import PartitionWindow, outcomes_final
 from pe_assets.schemas import TABLES
+from pe_assets.sql import shipped_sql
 from pe_assets.transform import frame, to_utc_naive
 
 # Fields the contract defines on a JourneyStep; anything else is schema drift.
@@ -575,47 +576,48 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
     model version and every provisional reading. ``pending_backfill`` is true when the snapshot
     was taken less than 48 hours after its day ended.
     """
-    performance_rows: list[dict[str, Any]] = []
-    bucket_rows: list[dict[str, Any]] = []
+    # Whole columns, not a dict per row: a year is ~50,000 snapshots and 250,000 bucket rows.
+    performance: dict[str, list[Any]] = {name: [] for name in TABLES["fact_scorecard_performance"].column_names}
+    buckets: dict[str, list[Any]] = {name: [] for name in TABLES["fact_scorecard_score_distribution"].column_names}
+    bounds: dict[str, tuple[float, float]] = {}  # bucket label -> (lower, upper), parsed once
     for envelope in extractions:
         response = envelope["response"]
+        scorecard_id = envelope["source_id"]
         day = date.fromisoformat(envelope["day"])
+        day_stamp = pd.Timestamp(day)
         extracted_at = to_utc_naive(envelope["extracted_at"])
         metrics = response["performanceMetrics"]
         model_version = str(response["modelVersion"])
-        performance_rows.append(
-            {
-                "scorecard_id": envelope["source_id"],
-                "extraction_date": pd.Timestamp(day),
-                "scorecard_name": response.get("scorecardName"),
-                "model_version": model_version,
-                "retraining_timestamp": to_utc_naive(response.get("lastRetrainedDate")),
-                "precision": metrics["precision"],
-                "recall": metrics["recall"],
-                "f1_score": metrics["f1Score"],
-                "auc": metrics["auc"],
-                "actual_conversion_rate": metrics["actualConversionRate"],
-                "predicted_conversion_rate": metrics["predictedConversionRate"],
-                "pending_backfill": not outcomes_final(day, extracted_at),
-                "extracted_at": extracted_at,
-            }
-        )
+        for name, value in (
+            ("scorecard_id", scorecard_id),
+            ("extraction_date", day_stamp),
+            ("scorecard_name", response.get("scorecardName")),
+            ("model_version", model_version),
+            ("retraining_timestamp", to_utc_naive(response.get("lastRetrainedDate"))),
+            ("precision", metrics["precision"]),
+            ("recall", metrics["recall"]),
+            ("f1_score", metrics["f1Score"]),
+            ("auc", metrics["auc"]),
+            ("actual_conversion_rate", metrics["actualConversionRate"]),
+            ("predicted_conversion_rate", metrics["predictedConversionRate"]),
+            ("pending_backfill", not outcomes_final(day, extracted_at)),
+            ("extracted_at", extracted_at),
+        ):
+            performance[name].append(value)
         for bucket, count in (response.get("scoreDistribution") or {}).items():
-            lower, upper = _bucket_bounds(bucket)
-            bucket_rows.append(
-                {
-                    "scorecard_id": envelope["source_id"],
-                    "extraction_date": pd.Timestamp(day),
-                    "extracted_at": extracted_at,
-                    "model_version": model_version,
-                    "bucket": bucket,
-                    "bucket_lower": lower,
-                    "bucket_upper": upper,
-                    "contact_count": count,
-                }
-            )
-    return frame("fact_scorecard_performance", performance_rows), frame(
-        "fact_scorecard_score_distribution", bucket_rows
+            if bucket not in bounds:
+                bounds[bucket] = _bucket_bounds(bucket)
+            lower, upper = bounds[bucket]
+            buckets["scorecard_id"].append(scorecard_id)
+            buckets["extraction_date"].append(day_stamp)
+            buckets["extracted_at"].append(extracted_at)
+            buckets["model_version"].append(model_version)
+            buckets["bucket"].append(bucket)
+            buckets["bucket_lower"].append(lower)
+            buckets["bucket_upper"].append(upper)
+            buckets["contact_count"].append(count)
+    return frame("fact_scorecard_performance", pd.DataFrame(performance)), frame(
+        "fact_scorecard_score_distribution", pd.DataFrame(buckets)
     )
 
 
@@ -647,31 +649,26 @@ def campaign_dim_frame(listings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame("dim_predictive_campaign", rows)
 
 
+#: The join behind fact_predictive_journey (``pe_assets/sql``): the warehouse runs it on its own
+#: tables; ``predictive_journey_frame`` runs the same text on frames.
+PREDICTIVE_JOURNEY_SQL = shipped_sql("fact_predictive_journey.sql")
+
+
+def predictive_journey_params(window: PartitionWindow, loaded_at: datetime) -> list[object]:
+    """``PREDICTIVE_JOURNEY_SQL``'s parameters for the steps of ``window``."""
+    bounds = [window.start.isoformat(), window.end.isoformat()]
+    return [*bounds, to_utc_naive(loaded_at).isoformat(sep=" "), *bounds]
+
+
 def predictive_journey_frame(steps: pd.DataFrame, performance: pd.DataFrame, loaded_at: datetime) -> pd.DataFrame:
-    """Each step row joined to the latest snapshot of its scorecard for the same day."""
-    latest = (
-        performance.sort_values("extracted_at")
-        .drop_duplicates(["scorecard_id", "extraction_date"], keep="last")
-        .loc[
-            :,
-            [
-                "scorecard_id",
-                "extraction_date",
-                "precision",
-                "recall",
-                "f1_score",
-                "actual_conversion_rate",
-                "model_version",
-                "pending_backfill",
-            ],
-        ]
-    )
-    joined = steps.drop(columns=["load_timestamp", "extracted_at"]).merge(
-        latest, on=["scorecard_id", "extraction_date"], how="left", validate="many_to_one"
-    )
-    joined["load_timestamp"] = to_utc_naive(loaded_at)
-    joined["pending_backfill"] = joined["pending_backfill"].astype("boolean")
-    columns = TABLES["fact_predictive_journey"].column_names
-    return frame(
-        "fact_predictive_journey", joined[columns].sort_values(["campaign_id", "extraction_date", "step_sequence"])
-    )
+    """Each step row joined to the latest snapshot of its scorecard for the same day (the SQL above,
+    on frames: fact_journey_step and fact_scorecard_performance rows)."""
+    days = pd.concat([steps["extraction_date"], performance["extraction_date"]]).dropna()
+    if days.empty:
+        return frame("fact_predictive_journey", [])
+    window = PartitionWindow(days.min().date(), days.max().date() + timedelta(days=1))
+    with duckdb.connect() as con:
+        con.register("fact_journey_step", steps)
+        con.register("fact_scorecard_performance", performance)
+        joined = con.execute(PREDICTIVE_JOURNEY_SQL, predictive_journey_params(window, loaded_at)).df()
+    return frame("fact_predictive_journey", joined)

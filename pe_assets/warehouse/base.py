@@ -84,8 +84,9 @@ def check_frame_in_window(spec: TableSpec, frame: pd.DataFrame, window: Partitio
             )
     frame = typed_frame(spec, frame)
     if window is not None and spec.partition_column and len(frame):
-        days = frame[spec.partition_column].dt.date
-        outside = frame[(days < window.start) | (days >= window.end)]
+        # Compared as instants (a day's rows lie in [start 00:00, end 00:00)): no date object per row.
+        instants = frame[spec.partition_column]
+        outside = frame[(instants < pd.Timestamp(window.start)) | (instants >= pd.Timestamp(window.end))]
         if len(outside):
             raise WarehouseError(
                 f"{spec.name}: {len(outside)} rows have {spec.partition_column} outside "

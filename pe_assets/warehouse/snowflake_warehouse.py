@@ -22,7 +22,6 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -32,6 +31,7 @@ from pydantic import Field, field_validator
 from pe_assets.config import DEFAULT_SNOWFLAKE_SCHEMA, SnowflakeSettings
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, TableSpec, typed_frame
+from pe_assets.sql import shipped_sql
 from pe_assets.warehouse.base import WarehouseError, WarehouseResource
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def snowflake_ddl(tables: Mapping[str, TableSpec] = TABLES) -> str:
 
 def shipped_ddl() -> str:
     """The committed ``pe_assets/sql/snowflake_tables.sql``, as installed with the package."""
-    return resources.files("pe_assets").joinpath("sql", DDL_FILE).read_text(encoding="utf-8")
+    return shipped_sql(DDL_FILE)
 
 
 def _check_identifier(name: str, what: str) -> str:

@@ -7,6 +7,7 @@ the write: a failing frame is reported as a failed, blocking ``schema`` check an
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -171,6 +172,23 @@ def window_chunks(window: PartitionWindow, days: int = CHUNK_DAYS) -> list[Parti
     return [PartitionWindow(start, min(start + timedelta(days=days), window.end)) for start in starts]
 
 
+_NO_MORE = object()
+
+
+def _built_ahead(chunks: Iterable[TableChunk]) -> Iterator[TableChunk]:
+    """``chunks``, the next one built in a worker thread while the caller validates and writes this one.
+
+    Building (reading landed files, DuckDB's flattening, a warehouse query) mostly runs outside the
+    GIL, so the two overlap on a second core; at most two chunks are in memory at once.
+    """
+    iterator = iter(chunks)
+    with ThreadPoolExecutor(1, thread_name_prefix="pe-chunk") as builder:
+        pending = builder.submit(next, iterator, _NO_MORE)
+        while (chunk := pending.result()) is not _NO_MORE:
+            pending = builder.submit(next, iterator, _NO_MORE)
+            yield chunk  # type: ignore[misc]
+
+
 def write_tables(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -186,7 +204,7 @@ def write_tables(
     """
     rows: dict[str, int] = {}
     checked: dict[str, int] = {}
-    for chunk in chunks:
+    for chunk in _built_ahead(chunks):
         for table, (frame, _) in chunk.items():
             report = validate(TABLES[table], frame)
             checked[table] = checked.get(table, 0) + report.rows

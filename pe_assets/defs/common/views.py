@@ -8,11 +8,11 @@ re-creating it is cheap and idempotent, and it always shows the facts as they ar
 """
 
 from collections.abc import Iterator
-from importlib import resources
 
 import dagster as dg
 
 from pe_assets.defs.common.tables import OWNERS, GraphParts
+from pe_assets.sql import shipped_sql
 from pe_assets.warehouse import WarehouseResource
 from pe_assets.warehouse.base import WarehouseError
 
@@ -26,8 +26,7 @@ VIEW_FILES: dict[str, str] = {
 
 def view_sql(name: str) -> str:
     """The SELECT behind a view, as shipped in ``pe_assets/sql``."""
-    text = resources.files("pe_assets").joinpath("sql", VIEW_FILES[name]).read_text(encoding="utf-8")
-    return text.strip().rstrip(";")
+    return shipped_sql(VIEW_FILES[name]).strip().rstrip(";")
 
 
 def create_views(warehouse: WarehouseResource) -> dict[str, int]:

@@ -12,8 +12,12 @@ validates each frame against its table's Pandera model *before* writing (a faili
 reported as a failed, blocking check and never written), and replaces its partitions atomically.
 """
 
+import json
+import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import date, datetime
 from typing import Any
 
@@ -38,11 +42,12 @@ from pe_assets.defs.common.tables import (
     write_tables,
 )
 from pe_assets.rules import partition_window
-from pe_assets.schemas import TABLES
+from pe_assets.schemas import TABLES, typed_frame
 from pe_assets.transform.predictive_engagement import (
+    PREDICTIVE_JOURNEY_SQL,
     campaign_dim_frame,
     journey_frames_from_json,
-    predictive_journey_frame,
+    predictive_journey_params,
     scorecard_frames,
 )
 from pe_assets.warehouse import WarehouseResource
@@ -127,17 +132,14 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         zone = landing.zone()
         journeys_done = landed_by_run(context, zone, RAW_JOURNEYS, window.days)
         scorecards_done = landed_by_run(context, zone, RAW_SCORECARDS, window.days)
-        with permanent_api_errors_fail_fast(), pe_api.client() as client:
+        with permanent_api_errors_fail_fast(), pe_api.client() as client, ExitStack() as stack:
             campaigns: list[dict[str, Any]] = []
-            journey_tasks: list[tuple[str, dict[str, Any], date]] = []
+            extracted: list[dict[str, Any]] = []
             if RAW_JOURNEYS in selected:
                 listing_pages = client.list_campaign_pages()
                 zone.write(CAMPAIGN_LISTING, "all", clock.now(), {"run_id": context.run_id, "pages": listing_pages})
                 campaigns = [c for page in listing_pages for c in page["entities"]]
                 extracted = [c for c in campaigns if c["status"] in EXTRACTED_STATUSES]
-                journey_tasks = [
-                    ("journey", c, day) for day in window.days for c in extracted if (c["id"], day) not in journeys_done
-                ]
                 listed_scorecards = sorted({c["scorecardId"] for c in extracted if c.get("scorecardId")})
                 scorecards_by_day = dict.fromkeys(window.days, listed_scorecards)
             else:
@@ -151,24 +153,32 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                     )
                     for day in window.days
                 }
-            scorecard_tasks = (
-                [
+
+            def tasks_of(days: list[date]) -> list[tuple[str, dict[str, Any], date]]:
+                """The chunk's journey and scorecard requests, day by day (journeys first each day)."""
+                journey_tasks = [
+                    ("journey", c, day) for day in days for c in extracted if (c["id"], day) not in journeys_done
+                ]
+                scorecard_tasks = [
                     ("scorecard", {"id": sid}, day)
-                    for day in window.days
+                    for day in days
                     for sid in scorecards_by_day[day]
                     if (sid, day) not in scorecards_done
                 ]
-                if RAW_SCORECARDS in selected
-                else []
-            )
-            progress = extraction_progress(
-                context, client, len(journey_tasks) + len(scorecard_tasks), "campaign-days and scorecard-days"
-            )
+                if RAW_SCORECARDS not in selected:
+                    scorecard_tasks = []
+                return sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
 
+            chunks = [chunk.days for chunk in window_chunks(window)]
+            progress = extraction_progress(
+                context, client, sum(len(tasks_of(days)) for days in chunks), "campaign-days and scorecard-days"
+            )
             # Snapshots are history (append-only): one taken by an attempt that then fails would stay
             # beside the re-run's. So scorecard answers land once every request of the step is done;
-            # journeys land at once (the newest file of a campaign-day wins, so a re-run replaces it).
-            held_snapshots: list[tuple[str, date, datetime, dict[str, Any]]] = []
+            # until then they wait in a temporary file, not in memory (a year is ~50,000 snapshots).
+            # Journeys land at once (the newest file of a campaign-day wins, so a re-run replaces it).
+            held_snapshots = stack.enter_context(tempfile.TemporaryFile(mode="w+", encoding="utf-8"))
+            held_lock = threading.Lock()
 
             def extract(task: tuple[str, dict[str, Any], date]) -> tuple[str, str, date, bool]:
                 kind, source, day = task
@@ -179,38 +189,52 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                         zone.write(RAW_JOURNEYS, source["id"], clock.now(), payload, day)
                     else:
                         response = client.get_scorecard_performance(source["id"], day)
-                        payload = {"run_id": context.run_id, "response": response}
-                        held_snapshots.append((source["id"], day, clock.now(), payload))
+                        held = [source["id"], day.isoformat(), clock.now().isoformat(), response]
+                        line = json.dumps(held, ensure_ascii=False) + "\n"  # the landing write judges NaN
+                        with held_lock:
+                            held_snapshots.write(line)
                 except NotFoundError:
                     return kind, source["id"], day, False  # archived since the listing / scorecard gone
                 finally:
                     progress.advance()
                 return kind, source["id"], day, True
 
-            # Day by day, journeys then scorecards: every request of the run draws on one pool and budget.
-            tasks = sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
-            results = client.map(extract, tasks)
-            for scorecard_id, day, extracted_at, payload in held_snapshots:
-                zone.write(RAW_SCORECARDS, scorecard_id, extracted_at, payload, day)
+            # A chunk of days at a time (memory is bounded by a chunk, not the range), day by day
+            # within it: every request of the run draws on one pool and budget.
+            landed: Counter[str] = Counter()
+            not_landed: dict[str, list[str]] = {"journey": [], "scorecard": []}
+            for days in chunks:
+                for kind, source_id, day, was_landed in client.map(extract, tasks_of(days)):
+                    if was_landed:
+                        landed[kind] += 1
+                    else:
+                        not_landed[kind].append(f"{source_id} ({day})")
+            held_snapshots.seek(0)
+            for line in held_snapshots:
+                scorecard_id, day_text, extracted_text, response = json.loads(line)
+                zone.write(
+                    RAW_SCORECARDS,
+                    scorecard_id,
+                    datetime.fromisoformat(extracted_text),
+                    {"run_id": context.run_id, "response": response},
+                    date.fromisoformat(day_text),
+                )
             progress.finish()
             stats = client.stats
 
-        journeys = [r for r in results if r[0] == "journey"]
-        scorecards = [r for r in results if r[0] == "scorecard"]
         api_metadata = client_metadata(stats)
         if RAW_JOURNEYS in selected:
-            archived_during_run = sorted({f"{cid} ({day})" for _, cid, day, landed in journeys if not landed})
+            archived_during_run = sorted(set(not_landed["journey"]))
             if archived_during_run:
                 context.log.warning(f"{len(archived_during_run)} campaign-days were archived during extraction")
-            extracted_count = sum(1 for c in campaigns if c["status"] in EXTRACTED_STATUSES)
             yield dg.MaterializeResult(
                 asset_key=RAW_JOURNEYS,
                 metadata={
                     "days": len(window.days),
                     "campaigns_listed": len(campaigns),
-                    "campaigns_extracted": extracted_count,
-                    "campaigns_skipped_archived": len(campaigns) - extracted_count,
-                    "campaign_days_landed": sum(1 for *_, landed in journeys if landed),
+                    "campaigns_extracted": len(extracted),
+                    "campaigns_skipped_archived": len(campaigns) - len(extracted),
+                    "campaign_days_landed": landed["journey"],
                     "campaign_days_landed_by_earlier_attempt": len(journeys_done),
                     "campaign_days_archived_during_run": len(archived_during_run),
                     "archived_during_run": dg.MetadataValue.json(archived_during_run),
@@ -218,14 +242,13 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 },
             )
         if RAW_SCORECARDS in selected:
-            missing = sorted(f"{sid} ({day})" for _, sid, day, landed in scorecards if not landed)
             yield dg.MaterializeResult(
                 asset_key=RAW_SCORECARDS,
                 metadata={
                     "days": len(window.days),
-                    "scorecard_days_landed": len(scorecards) - len(missing),
+                    "scorecard_days_landed": landed["scorecard"],
                     "scorecard_days_landed_by_earlier_attempt": len(scorecards_done),
-                    "scorecards_not_found": dg.MetadataValue.json(missing),
+                    "scorecards_not_found": dg.MetadataValue.json(sorted(not_landed["scorecard"])),
                     **api_metadata,
                 },
             )
@@ -378,9 +401,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
         def chunks() -> Iterator[TableChunk]:
             for chunk in window_chunks(partition_window(context)):
-                steps = warehouse.read(TABLES["fact_journey_step"], chunk)
-                performance = warehouse.read(TABLES["fact_scorecard_performance"], chunk)
-                frame = predictive_journey_frame(steps, performance, loaded_at=loaded_at)
+                # Joined where the rows are: one query, no read-back of both tables into frames.
+                joined = warehouse.query(PREDICTIVE_JOURNEY_SQL, predictive_journey_params(chunk, loaded_at))
+                frame = typed_frame(TABLES["fact_predictive_journey"], joined)
                 if not previews:
                     previews.append(_funnel_preview(frame))
                 yield {"fact_predictive_journey": (frame, chunk)}

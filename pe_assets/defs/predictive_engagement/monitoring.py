@@ -74,10 +74,10 @@ def drift_verdicts(
     With ``needs_baseline``, rows with fewer than ``MIN_BASELINE_DAYS`` baseline days are skipped.
     """
     rows = warehouse.read(TABLES[SCORECARD_DRIFT], window)
-    rows["day"] = rows["extraction_date"].dt.date
+    by_day = {stamp.date(): group for stamp, group in rows.groupby("extraction_date")}  # one pass, not one per day
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today = rows[rows["day"] == day]
+        today = by_day.get(day, rows.iloc[:0])
         judged = today[today["baseline_days"] >= MIN_BASELINE_DAYS] if needs_baseline else today
         failing = judged[breaches(judged).fillna(False).astype(bool)] if len(judged) else judged
         metadata: dict[str, Any] = {
