@@ -334,7 +334,11 @@ class ValidationReport:
 def validate(spec: TableSpec, frame: pd.DataFrame) -> ValidationReport:
     """Run every check of the table's model lazily, collecting all failures instead of the first."""
     try:
-        spec.model.validate(frame, lazy=True)
+        validated = spec.model.validate(frame, lazy=True)
+        # Pandera returns a coerced copy that holds its own accessor, and the accessor the copy: a
+        # reference cycle, which Python's collector (paced by object counts, not bytes) frees late.
+        # A year's run kept ~60 MB more per chunk that way; breaking the cycle frees the copy now.
+        vars(validated).pop("pandera", None)
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases.copy()
         return ValidationReport(table=spec.name, rows=len(frame), failure_cases=cases)
