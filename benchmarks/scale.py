@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['429s']} | {r['wall_seconds']:.0f} |",
             flush=True,
         )
+        # Written after every scenario: a long benchmark stopped half-way keeps what it measured.
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
     single = sorted((r for r in results if r["runs"] == 1), key=lambda r: r["days"])
     if len(single) >= 2:
         small, large = single[-2], single[-1]
@@ -234,8 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         for label, names in (("journey path", journey), ("all non-extraction steps", None)):
             marginal = (seconds(large, names) - seconds(small, names)) / extra_rows * 1e6
             print(f"marginal {label}: {marginal:.1f} s per extra 1M rows ({small['days']} -> {large['days']} days)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
     chart(results, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

@@ -167,7 +167,10 @@ class LandingZone:
                     by_source[source.name] = [f"{source.path}/{name}" for name in names]
             return by_source
         prefix = folder.path.rstrip("/") + "/"
-        found = folder.fs.find(folder.path) if folder.exists() else []
+        try:
+            found = folder.fs.find(folder.path)  # a missing day lists nothing
+        except FileNotFoundError:
+            found = []
         for path in sorted(found):
             source, _, name = path.removeprefix(prefix).partition("/")
             if name and "/" not in name and _is_landing_file(name):
