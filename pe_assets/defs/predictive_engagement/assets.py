@@ -17,7 +17,6 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import date, datetime
 from typing import Any
 
@@ -132,7 +131,12 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         zone = landing.zone()
         journeys_done = landed_by_run(context, zone, RAW_JOURNEYS, window.days)
         scorecards_done = landed_by_run(context, zone, RAW_SCORECARDS, window.days)
-        with permanent_api_errors_fail_fast(), pe_api.client() as client, ExitStack() as stack:
+        with (
+            permanent_api_errors_fail_fast(),
+            pe_api.client() as client,
+            # Scorecard answers wait here, not in memory, until the step's last request (see below).
+            tempfile.TemporaryFile(mode="w+", encoding="utf-8") as held_snapshots,
+        ):
             campaigns: list[dict[str, Any]] = []
             extracted: list[dict[str, Any]] = []
             if RAW_JOURNEYS in selected:
@@ -159,14 +163,16 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 journey_tasks = [
                     ("journey", c, day) for day in days for c in extracted if (c["id"], day) not in journeys_done
                 ]
-                scorecard_tasks = [
-                    ("scorecard", {"id": sid}, day)
-                    for day in days
-                    for sid in scorecards_by_day[day]
-                    if (sid, day) not in scorecards_done
-                ]
-                if RAW_SCORECARDS not in selected:
-                    scorecard_tasks = []
+                scorecard_tasks = (
+                    [
+                        ("scorecard", {"id": sid}, day)
+                        for day in days
+                        for sid in scorecards_by_day[day]
+                        if (sid, day) not in scorecards_done
+                    ]
+                    if RAW_SCORECARDS in selected
+                    else []
+                )
                 return sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
 
             chunks = [chunk.days for chunk in window_chunks(window)]
@@ -177,7 +183,6 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
             # beside the re-run's. So scorecard answers land once every request of the step is done;
             # until then they wait in a temporary file, not in memory (a year is ~50,000 snapshots).
             # Journeys land at once (the newest file of a campaign-day wins, so a re-run replaces it).
-            held_snapshots = stack.enter_context(tempfile.TemporaryFile(mode="w+", encoding="utf-8"))
             held_lock = threading.Lock()
 
             def extract(task: tuple[str, dict[str, Any], date]) -> tuple[str, str, date, bool]:
