@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -388,30 +388,24 @@ class SplitDeployment:
     def wait_backfill(self, backfill_id: str, timeout: float) -> str:
         """Wait until the daemon has finished the backfill (every run terminal); its final status."""
         done = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-        return str(
-            wait_until(
-                lambda: (status := self.backfill_status(backfill_id)) in done and status,
-                timeout,
-                f"backfill {backfill_id}",
-                interval=1.0,
-            )
-        )
+        what = f"backfill {backfill_id}"
+        return _wait_for_status(lambda: self.backfill_status(backfill_id), done, timeout, what, 1.0)
 
     def run_status(self, run_id: str) -> str:
         run = self.instance().get_run_by_id(run_id)
         return run.status.value if run else "MISSING"
 
     def wait_run(self, run_id: str, timeout: float) -> str:
-        return str(
-            wait_until(
-                lambda: (status := self.run_status(run_id)) in TERMINAL and status,
-                timeout,
-                f"run {run_id}",
-                interval=0.5,
-            )
-        )
+        return _wait_for_status(lambda: self.run_status(run_id), TERMINAL, timeout, f"run {run_id}", 0.5)
 
     def tail(self, name: str, chars: int = 4000) -> str:
         """The end of a process's log, for assertion messages."""
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def _wait_for_status(
+    status_of: Callable[[], str], done: Collection[str], timeout: float, what: str, interval: float
+) -> str:
+    """Poll ``status_of`` until it answers one of ``done``; that status."""
+    return str(wait_until(lambda: (status := status_of()) in done and status, timeout, what, interval=interval))
