@@ -50,6 +50,11 @@ class PartitionWindow:
     def days(self) -> list[date]:
         return [self.start + timedelta(days=n) for n in range((self.end - self.start).days)]
 
+    @property
+    def sql_params(self) -> list[object]:
+        """The bounds as the two ``?`` parameters of ``>= CAST(? AS DATE) AND < CAST(? AS DATE)``."""
+        return [self.start.isoformat(), self.end.isoformat()]
+
     @classmethod
     def inclusive(cls, first: date, last: date) -> PartitionWindow:
         """The days ``first`` .. ``last``, both included."""

@@ -656,8 +656,7 @@ PREDICTIVE_JOURNEY_SQL = shipped_sql("fact_predictive_journey.sql")
 
 def predictive_journey_params(window: PartitionWindow, loaded_at: datetime) -> list[object]:
     """``PREDICTIVE_JOURNEY_SQL``'s parameters for the steps of ``window``."""
-    bounds = [window.start.isoformat(), window.end.isoformat()]
-    return [*bounds, to_utc_naive(loaded_at).isoformat(sep=" "), *bounds]
+    return [*window.sql_params, to_utc_naive(loaded_at).isoformat(sep=" "), *window.sql_params]
 
 
 def predictive_journey_frame(steps: pd.DataFrame, performance: pd.DataFrame, loaded_at: datetime) -> pd.DataFrame:

@@ -40,7 +40,7 @@ class WarehouseResource(ConfigurableResource, ABC):
             f"DELETE FROM {spec.name} WHERE {spec.partition_column} >= CAST(? AS DATE) "
             f"AND {spec.partition_column} < CAST(? AS DATE)"
         )
-        return self._replace(spec, frame, delete, [window.start.isoformat(), window.end.isoformat()])
+        return self._replace(spec, frame, delete, window.sql_params)
 
     def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:
         """Make the whole table exactly ``frame``'s rows, in one transaction."""

@@ -94,7 +94,7 @@ class DuckDBWarehouse(WarehouseResource):
         params: list[object] = []
         if window is not None and spec.partition_column:
             sql += f" WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE)"
-            params = [window.start.isoformat(), window.end.isoformat()]
+            params = window.sql_params
         with self.connection() as con:
             if not _table_exists(con, spec.name):
                 return typed_frame(spec, [])

@@ -301,7 +301,7 @@ class SnowflakeWarehouse(WarehouseResource):
         params: list[object] = []
         if window is not None and spec.partition_column:
             sql += f" WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE)"
-            params = [window.start.isoformat(), window.end.isoformat()]
+            params = window.sql_params
         with self.connection() as conn:
             cursor = conn.cursor()
             if not self._existing_columns(cursor, spec.name):

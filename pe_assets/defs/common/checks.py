@@ -103,11 +103,6 @@ def partition_check_evaluations(
     yield dg.Output(None)
 
 
-def window_params(window: PartitionWindow) -> list[object]:
-    """A window's bounds as the two ``?`` parameters of ``>= CAST(? AS DATE) AND < CAST(? AS DATE)``."""
-    return [window.start.isoformat(), window.end.isoformat()]
-
-
 def markdown(frame: pd.DataFrame) -> dg.MetadataValue:
     """A frame as a markdown table for check metadata ("_none_" when empty)."""
     return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
@@ -153,7 +148,7 @@ def campaign_in_dim_verdicts(
 
     Severity ERROR, threshold zero: a fact row for an unknown campaign cannot be attributed.
     """
-    params = window_params(window)
+    params = window.sql_params
     counts = warehouse.query(_ORPHAN_COUNTS_SQL.format(table=table), params)
     sample = warehouse.query(_ORPHAN_SAMPLE_SQL.format(table=table, limit=SAMPLE_ROWS), params)
     totals = warehouse.query(_ROWS_PER_DAY_SQL.format(table=table), params)

@@ -22,7 +22,6 @@ from pe_assets.defs.common.checks import (
     markdown,
     partition_check_evaluations,
     partitioned_asset_check,
-    window_params,
 )
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import GraphParts
@@ -62,7 +61,7 @@ GROUP BY s.extraction_date, s.scorecard_id
 
 def scorecard_coverage(warehouse: WarehouseResource, window: PartitionWindow) -> pd.DataFrame:
     """Per day and scorecard referenced by fact_journey_step: its snapshots and final snapshots."""
-    coverage = warehouse.query(_SCORECARD_COVERAGE_SQL, window_params(window))
+    coverage = warehouse.query(_SCORECARD_COVERAGE_SQL, window.sql_params)
     coverage["day"] = [as_date(v) for v in coverage["extraction_date"]]
     coverage["snapshots"] = coverage["snapshots"].astype(int)
     coverage["final_snapshots"] = coverage["final_snapshots"].astype(int)
@@ -148,7 +147,7 @@ def late_scorecards(
     window = PartitionWindow(start=min(first, due), end=due + timedelta(days=1))
     if not warehouse.has_tables("fact_journey_step", "fact_scorecard_performance"):
         return window, pd.DataFrame({"day": [], "scorecard_id": []})  # nothing loaded yet: nothing late
-    rows = warehouse.query(_SCORECARD_FINALITY_SQL, window_params(window) * 2)
+    rows = warehouse.query(_SCORECARD_FINALITY_SQL, window.sql_params * 2)
     rows["day"] = [as_date(v) for v in rows["extraction_date"]]
     rows["final_snapshots"] = rows["final_snapshots"].fillna(0).astype(int)
     late = rows.loc[rows["final_snapshots"] == 0, ["day", "scorecard_id"]]
