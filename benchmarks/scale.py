@@ -4,6 +4,7 @@ Prints figures and writes them to a JSON file and a PNG chart; never a test. Run
 
     .venv/bin/python benchmarks/scale.py                      # 5, 30, 90 and 365 days, one run each
     .venv/bin/python benchmarks/scale.py --days 5 30 --chunked 0   # quicker
+    .venv/bin/python benchmarks/scale.py --campaigns 100 400 1600  # memory against campaigns, 31 days
 
 Each scenario runs in its own child process (so its peak RSS is pe_assets' alone) against a
 simulator in another process with 400 campaigns, no binding budget (10,000 requests/min) and a clock set so that every
@@ -11,6 +12,9 @@ day is complete and final, into a fresh landing folder and DuckDB file: the whol
 (``pe_daily_job``: extraction, landing, every table, drift, views and checks) as ONE ranged run.
 ``--chunked N`` adds the longest range as consecutive runs of N days (what PE_BACKFILL_DAYS_PER_RUN
 makes a backfill do; one process, so its peak RSS covers them all).
+``--campaigns`` instead runs ``--days`` (default 31) at each campaign count, into
+``results/scale_campaigns.json``: peak RSS against campaigns (tables are rebuilt in chunks of at
+most 12,400 campaign-days, so more campaigns make shorter chunks, not bigger ones).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ CAMPAIGNS = 400
 EXTRACTION_STEP = "raw_extraction"
 
 
-def start_simulator() -> tuple[subprocess.Popen[str], str]:
+def start_simulator(campaigns: int) -> tuple[subprocess.Popen[str], str]:
     """The simulator in its own process (its world and request log are not pe_assets' memory)."""
     command = [
         sys.executable,
@@ -45,7 +49,7 @@ def start_simulator() -> tuple[subprocess.Popen[str], str]:
         "--port",
         "0",
         "--campaigns",
-        str(CAMPAIGNS),
+        str(campaigns),
         "--client-limit",
         "1000000",
         "--org-limit",
@@ -139,9 +143,9 @@ def child(days: int, chunk_days: int | None, url: str) -> None:
     )
 
 
-def measure(days: int, chunk_days: int | None) -> dict[str, object]:
+def measure(days: int, chunk_days: int | None, campaigns: int = CAMPAIGNS) -> dict[str, object]:
     """Run one scenario in a child process; add its peak RSS (of that process alone)."""
-    simulator, url = start_simulator()
+    simulator, url = start_simulator(campaigns)
     try:
         command = [sys.executable, __file__, "--child", str(days), "--chunk", str(chunk_days or 0), "--url", url]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -153,6 +157,7 @@ def measure(days: int, chunk_days: int | None) -> dict[str, object]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"scenario {days} days failed: {output[-2000:]}")
     figures = json.loads(output.strip().splitlines()[-1])
+    figures["campaigns"] = campaigns
     figures["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
     steps = figures["step_seconds"]
     non_extraction = sum(s for name, s in steps.items() if name != EXTRACTION_STEP)
@@ -190,7 +195,8 @@ def chart(results: list[dict[str, object]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, nargs="+", default=[5, 30, 90, 365])
+    parser.add_argument("--days", type=int, nargs="+", help="default: 5 30 90 365; with --campaigns: 31")
+    parser.add_argument("--campaigns", type=int, nargs="+", help="campaign counts to run --days at (default 31)")
     parser.add_argument("--chunked", type=int, default=31, help="days per run for the longest range; 0: skip")
     parser.add_argument("--chunked-only", action="store_true", help="only the chunked scenario")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
@@ -201,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.chunk or None, args.url)
         return 0
+    if args.campaigns:
+        return by_campaigns(args.campaigns, args.days[0] if args.days else 31)
+    args.days = args.days or [5, 30, 90, 365]
     results = []
     scenarios = [] if args.chunked_only else [(d, None) for d in args.days]
     scenarios += [(max(args.days), args.chunked)] if args.chunked else []
@@ -239,6 +248,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"marginal {label}: {marginal:.1f} s per extra 1M rows ({small['days']} -> {large['days']} days)")
     chart(results, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def by_campaigns(counts: list[int], days: int) -> int:
+    """Peak RSS and step seconds of one ``days``-day run at each campaign count."""
+    out = HERE / "results" / "scale_campaigns.json"
+    results = []
+    print("| campaigns | days | fact_journey_step rows | extraction s | non-extraction s | peak RSS MB | requests |")
+    print("|---|---|---|---|---|---|---|")
+    for campaigns in counts:
+        r = measure(days, None, campaigns)
+        results.append(r)
+        steps = r["step_seconds"]
+        extraction = steps.get(EXTRACTION_STEP, 0.0)
+        print(
+            f"| {campaigns} | {days} | {r['fact_journey_step_rows']:,} | {extraction:.1f} "
+            f"| {sum(steps.values()) - extraction:.1f} | {r['peak_rss_mb']:.0f} | {r['requests']:,} |",
+            flush=True,
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
     return 0
 
 

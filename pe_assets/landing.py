@@ -119,33 +119,34 @@ class LandingZone:
         if day is None:
             paths = [str(p) for p in _children(self.root / dataset) if _is_landing_file(p.name)]
         else:
-            paths = [path for names in self._source_files(dataset, day).values() for path in names]
-        landed = [_parse(path, raw, dataset) for path, raw in zip(paths, self._read_all(paths), strict=True)]
-        return sorted(landed, key=lambda f: (f.extracted_at, f.path))
+            paths = self.day_paths(dataset, day)
+        return sorted(self.read_files(dataset, paths), key=lambda f: (f.extracted_at, f.path))
 
     def read(self, dataset: str, name: str) -> LandedFile:
         """One day-less file of ``dataset`` by its file name (as a day's pointer names it)."""
         _check_id("landing file name", name)
-        path = str(self.root / dataset / name)
-        return _parse(path, self._read_all([path])[0], dataset)
+        return self.read_files(dataset, [str(self.root / dataset / name)])[0]
 
     def latest_per_source(self, dataset: str, day: date) -> dict[str, LandedFile]:
-        """The newest extraction of each source for a day, chosen by name: only those files are read.
+        """The newest extraction of each source for a day (only those files are read)."""
+        return {file.source_id: file for file in self.read_files(dataset, self.day_paths(dataset, day, latest=True))}
+
+    def day_paths(self, dataset: str, day: date, *, latest: bool = False) -> list[str]:
+        """A day's landing files, by source (in name order), oldest first within a source; with
+        ``latest``, only each source's newest, chosen by name.
 
         A name starts with its extraction instant (UTC, microseconds, fixed width), so the greatest
-        name in a source's folder is its newest extraction; re-pulls of a day add files to list, not
+        name in a source's folder is its newest extraction: re-pulls of a day add names to list, not
         payloads to parse.
         """
-        paths = self._latest_paths(dataset, day)  # in source order
-        landed = (_parse(path, raw, dataset) for path, raw in zip(paths, self._read_all(paths), strict=True))
-        return {file.source_id: file for file in landed}
+        by_source = self._source_files(dataset, day)
+        if latest:
+            return [paths[-1] for paths in by_source.values()]
+        return [path for paths in by_source.values() for path in paths]
 
-    def latest_texts(self, dataset: str, day: date) -> list[bytes]:
-        """The newest extraction of each source for a day as raw JSON, unparsed (for bulk transforms)."""
-        return self._read_all(self._latest_paths(dataset, day))
-
-    def _latest_paths(self, dataset: str, day: date) -> list[str]:
-        return [max(paths) for paths in self._source_files(dataset, day).values()]
+    def read_files(self, dataset: str, paths: list[str]) -> list[LandedFile]:
+        """``paths`` (of ``dataset``) read and parsed, in order."""
+        return [_parse(path, raw, dataset) for path, raw in zip(paths, self.read_texts(paths), strict=True)]
 
     def _source_files(self, dataset: str, day: date) -> dict[str, list[str]]:
         """A day's landing files by source (sources in name order), from ONE listing of the day.
@@ -162,7 +163,7 @@ class LandingZone:
             except FileNotFoundError:
                 return {}
             for source in sorted(sources, key=lambda entry: entry.name):
-                names = sorted(entry.name for entry in os.scandir(source.path) if _is_landing_file(entry.name))
+                names = sorted(name for name in os.listdir(source.path) if _is_landing_file(name))
                 if names:
                     by_source[source.name] = [f"{source.path}/{name}" for name in names]
             return by_source
@@ -177,8 +178,9 @@ class LandingZone:
                 by_source.setdefault(source, []).append(f"{folder.protocol}://{path}")
         return dict(sorted(by_source.items()))
 
-    def _read_all(self, paths: list[str]) -> list[bytes]:
-        """The files' bytes, in order: an object store fetches them concurrently (fsspec's ``cat``)."""
+    def read_texts(self, paths: list[str]) -> list[bytes]:
+        """The files' raw JSON, unparsed, in order (for bulk transforms); an object store fetches
+        them concurrently (fsspec's ``cat``)."""
         if not paths:
             return []
         if isinstance(self.root, LocalPath):

@@ -103,9 +103,14 @@ def partition_check_evaluations(
     yield dg.Output(None)
 
 
-def markdown(frame: pd.DataFrame) -> dg.MetadataValue:
-    """A frame as a markdown table for check metadata ("_none_" when empty)."""
-    return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
+def markdown(frame: pd.DataFrame, max_rows: int | None = None) -> dg.MetadataValue:
+    """A frame as a markdown table for check metadata ("_none_" when empty); with ``max_rows``, its
+    first rows and how many more there are (tabulate costs ~5 ms per 100 rows, paid per day)."""
+    if not len(frame):
+        return dg.MetadataValue.md("_none_")
+    shown = frame if max_rows is None else frame.head(max_rows)
+    more = len(frame) - len(shown)
+    return dg.MetadataValue.md(shown.to_markdown(index=False) + (f"\n\n_and {more} more rows_" if more else ""))
 
 
 # -- referential integrity ------------------------------------------------------------------------

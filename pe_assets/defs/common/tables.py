@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -157,10 +157,13 @@ def _column_schema(spec: TableSpec) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, sql_type) for name, sql_type in spec.columns])
 
 
-#: A ranged run rebuilds its tables this many days at a time: memory is bounded by a chunk of days,
-#: not by the range (a year at 400 campaigns is ~1.7M step rows), and each chunk's days are replaced
-#: in one transaction, so every day is old or new, never partial.
+#: A ranged run rebuilds its tables a chunk of days at a time, and each chunk's days are replaced in
+#: one transaction (every day is old or new, never partial). A chunk is at most CHUNK_DAYS days and
+#: at most CHUNK_SOURCE_DAYS source-days (campaign-days, scorecard-days), but never less than a day:
+#: memory is bounded by a chunk, not by the range (a year at 400 campaigns is ~1.7M step rows), and
+#: more campaigns make the chunks shorter instead of bigger (400 campaigns: 31 days; 4,000: 3 days).
 CHUNK_DAYS = 31
+CHUNK_SOURCE_DAYS = 400 * 31
 
 #: One chunk of one or more tables: table -> (frame, days it replaces; None: the whole table).
 TableChunk = Mapping[str, tuple[pd.DataFrame, PartitionWindow | None]]
@@ -172,11 +175,68 @@ def window_chunks(window: PartitionWindow, days: int = CHUNK_DAYS) -> list[Parti
     return [PartitionWindow(start, min(start + timedelta(days=days), window.end)) for start in starts]
 
 
+def sized_chunks(window: PartitionWindow, sources_of_day: Callable[[date], int]) -> Iterator[PartitionWindow]:
+    """``window`` cut into consecutive windows of whole days, each within CHUNK_DAYS days and
+    CHUNK_SOURCE_DAYS source-days (a day with more sources than that is a chunk alone).
+
+    Lazy, a day ahead at most: ``sources_of_day`` may list the day, and the caller keeps what it
+    listed for that day until the day's chunk comes (see ``landed_chunks``).
+    """
+    start: date | None = None
+    sources = 0
+    for day in window.days:
+        day_sources = sources_of_day(day)
+        if start is not None and ((day - start).days >= CHUNK_DAYS or sources + day_sources > CHUNK_SOURCE_DAYS):
+            yield PartitionWindow(start, day)
+            start = None
+        if start is None:
+            start, sources = day, 0
+        sources += day_sources
+    if start is not None:
+        yield PartitionWindow(start, window.end)
+
+
+def landed_chunks(
+    zone: LandingZone, dataset: str, window: PartitionWindow, *, latest: bool
+) -> Iterator[tuple[PartitionWindow, list[str]]]:
+    """``sized_chunks`` of the days' landed files (each source's newest only, with ``latest``), each
+    with its days' paths: every day is listed once, and only a chunk's paths are held."""
+    listed: dict[date, list[str]] = {}
+
+    def sources_of_day(day: date) -> int:
+        listed[day] = zone.day_paths(dataset, day, latest=latest)
+        return len(listed[day])
+
+    for chunk in sized_chunks(window, sources_of_day):
+        yield chunk, [path for day in chunk.days for path in listed.pop(day)]
+
+
+def table_chunks(
+    warehouse: WarehouseResource, table: str, source_column: str, window: PartitionWindow
+) -> list[PartitionWindow]:
+    """``sized_chunks`` of a table's rows in ``window``: sources are distinct ``source_column`` values
+    per day, counted by one query (none yet: chunks of CHUNK_DAYS days)."""
+    spec = TABLES[table]
+    sources_by_day: dict[date, int] = {}
+    if warehouse.has_tables(table):
+        counts = warehouse.query(
+            f"SELECT {spec.partition_column} AS day, count(DISTINCT {source_column}) AS sources FROM {table} "
+            f"WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE) "
+            "GROUP BY 1",
+            window.sql_params,
+        )
+        sources_by_day = {
+            pd.Timestamp(day).date(): int(n) for day, n in zip(counts["day"], counts["sources"], strict=True)
+        }
+    return list(sized_chunks(window, lambda day: sources_by_day.get(day, 0)))
+
+
 _NO_MORE = object()
+T = TypeVar("T")
 
 
-def _built_ahead(chunks: Iterable[TableChunk]) -> Iterator[TableChunk]:
-    """``chunks``, the next one built in a worker thread while the caller validates and writes this one.
+def built_ahead(chunks: Iterable[T]) -> Iterator[T]:
+    """``chunks``, the next one built in a worker thread while the caller works on this one.
 
     Building (reading landed files, DuckDB's flattening, a warehouse query) mostly runs outside the
     GIL, so the two overlap on a second core; at most two chunks are in memory at once.
@@ -204,7 +264,7 @@ def write_tables(
     """
     rows: dict[str, int] = {}
     checked: dict[str, int] = {}
-    for chunk in _built_ahead(chunks):
+    for chunk in built_ahead(chunks):
         for table, (frame, _) in chunk.items():
             report = validate(TABLES[table], frame)
             checked[table] = checked.get(table, 0) + report.rows

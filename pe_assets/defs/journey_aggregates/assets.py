@@ -33,6 +33,7 @@ from pe_assets.defs.common.tables import (
     permanent_api_errors_fail_fast,
     schema_check,
     table_asset_spec,
+    table_chunks,
     window_chunks,
     write_partition,
     write_tables,
@@ -245,7 +246,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         no_scorecards = typed_frame(TABLES["fact_scorecard_performance"], [])
 
         def chunks() -> Iterator[TableChunk]:
-            for chunk in window_chunks(partition_window(context)):
+            window = partition_window(context)
+            for chunk in table_chunks(warehouse, "fact_journey_step", "campaign_id", window):
                 steps = warehouse.read(TABLES["fact_journey_step"], chunk)
                 yield {"fact_predictive_journey": (predictive_journey_frame(steps, no_scorecards, loaded_at), chunk)}
 

@@ -30,13 +30,16 @@ from pe_assets.defs.common.tables import (
     OWNERS,
     GraphParts,
     TableChunk,
+    built_ahead,
     client_metadata,
     extraction_progress,
     landed_by_run,
+    landed_chunks,
     permanent_api_errors_fail_fast,
     schema_check,
+    sized_chunks,
     table_asset_spec,
-    window_chunks,
+    table_chunks,
     write_partition,
     write_tables,
 )
@@ -175,7 +178,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 )
                 return sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
 
-            chunks = [chunk.days for chunk in window_chunks(window)]
+            chunks = [
+                chunk.days for chunk in sized_chunks(window, lambda day: len(extracted) + len(scorecards_by_day[day]))
+            ]
             progress = extraction_progress(
                 context, client, sum(len(tasks_of(days)) for days in chunks), "campaign-days and scorecard-days"
             )
@@ -305,8 +310,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
         def chunks() -> Iterator[TableChunk]:
             nonlocal campaign_days
-            for chunk in window_chunks(partition_window(context)):
-                texts = [text for day in chunk.days for text in zone.latest_texts(RAW_JOURNEYS, day)]
+            landed = landed_chunks(zone, RAW_JOURNEYS, partition_window(context), latest=True)
+            # The next chunk's files are read while DuckDB flattens this one (it runs outside the GIL).
+            for chunk, texts in built_ahead((chunk, zone.read_texts(paths)) for chunk, paths in landed):
                 result = journey_frames_from_json(texts, loaded_at=loaded_at)
                 campaign_days += len(texts)
                 reasons.update(result.rejected["reason"])
@@ -370,8 +376,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
         def chunks() -> Iterator[TableChunk]:
             nonlocal snapshots, pending_rows
-            for chunk in window_chunks(partition_window(context)):
-                envelopes = [f.envelope for day in chunk.days for f in zone.files(RAW_SCORECARDS, day)]
+            for chunk, paths in landed_chunks(zone, RAW_SCORECARDS, partition_window(context), latest=False):
+                envelopes = [f.envelope for f in zone.read_files(RAW_SCORECARDS, paths)]
                 performance, distribution = scorecard_frames(envelopes)
                 snapshots += len(envelopes)
                 pending_rows += int(performance["pending_backfill"].sum())
@@ -405,7 +411,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         previews: list[str] = []
 
         def chunks() -> Iterator[TableChunk]:
-            for chunk in window_chunks(partition_window(context)):
+            window = partition_window(context)
+            for chunk in table_chunks(warehouse, "fact_journey_step", "campaign_id", window):
                 # Joined where the rows are: one query, no read-back of both tables into frames.
                 joined = warehouse.query(PREDICTIVE_JOURNEY_SQL, predictive_journey_params(chunk, loaded_at))
                 frame = typed_frame(TABLES["fact_predictive_journey"], joined)

@@ -26,9 +26,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from pe_assets.defs.common.checks import DayVerdict, partition_check_evaluations, partitioned_asset_check
+from pe_assets.defs.common.checks import (
+    SAMPLE_ROWS,
+    DayVerdict,
+    markdown,
+    partition_check_evaluations,
+    partitioned_asset_check,
+)
 from pe_assets.defs.common.resources import UtcClock
-from pe_assets.defs.common.tables import OWNERS, GraphParts, TableChunk, schema_check, window_chunks, write_tables
+from pe_assets.defs.common.tables import OWNERS, GraphParts, TableChunk, schema_check, table_chunks, write_tables
 from pe_assets.drift import BASELINE_DAYS, MIN_BASELINE_DAYS, drift_frame
 from pe_assets.rules import PartitionWindow, partition_window
 from pe_assets.schemas import TABLES, typed_frame
@@ -85,9 +91,7 @@ def drift_verdicts(
             "scorecards": len(today),
             "scorecards_judged": len(judged),
             "scorecards_breaching": dg.MetadataValue.json(sorted(failing["scorecard_id"].astype(str))),
-            "breaches": dg.MetadataValue.md(
-                failing[_SAMPLE_COLUMNS].to_markdown(index=False) if len(failing) else "_none_"
-            ),
+            "breaches": markdown(failing[_SAMPLE_COLUMNS], max_rows=SAMPLE_ROWS),
         }
         if today.empty:
             description = f"no drift rows for {day} (no final scorecard snapshot yet)"
@@ -152,7 +156,8 @@ def build_monitoring(parts: GraphParts) -> tuple[dg.AssetsDefinition, list[dg.As
         maxima: dict[str, list[float]] = {"psi": [], "calibration_gap": []}
 
         def chunks() -> Iterator[TableChunk]:
-            for chunk in window_chunks(partition_window(context)):
+            window = partition_window(context)
+            for chunk in table_chunks(warehouse, "fact_scorecard_performance", "scorecard_id", window):
                 history = PartitionWindow(start=chunk.start - timedelta(days=BASELINE_DAYS), end=chunk.end)
                 performance = warehouse.read(TABLES["fact_scorecard_performance"], history)
                 distribution = warehouse.read(TABLES["fact_scorecard_score_distribution"], history)
