@@ -10,6 +10,9 @@ Each scenario runs in its own child process (so its peak RSS is pe_assets' alone
 simulator in another process with 400 campaigns, no binding budget (10,000 requests/min) and a clock set so that every
 day is complete and final, into a fresh landing folder and DuckDB file: the whole seed graph
 (``pe_daily_job``: extraction, landing, every table, drift, views and checks) as ONE ranged run.
+A single-run scenario then rebuilds every table from the same landed files into a new DuckDB
+file twice: after dropping the kernel's page cache (root only; as for a backfill of data landed
+long ago) and warm, so landing I/O and transform CPU can be told apart.
 ``--chunked N`` adds the longest range as consecutive runs of N days (what PE_BACKFILL_DAYS_PER_RUN
 makes a backfill do; one process, so its peak RSS covers them all).
 ``--campaigns`` instead runs ``--days`` (default 31) at each campaign count, into
@@ -38,6 +41,8 @@ LAST_DAY = date(2025, 12, 31)
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)  # every day complete, every outcome final
 CAMPAIGNS = 400
 EXTRACTION_STEP = "raw_extraction"
+#: The journey path: flatten, number, validate and write the step tables, then the join.
+JOURNEY_STEPS = ("journey_step_tables", "fact_predictive_journey")
 
 
 def start_simulator(campaigns: int) -> tuple[subprocess.Popen[str], str]:
@@ -115,10 +120,7 @@ def child(days: int, chunk_days: int | None, url: str) -> None:
         for start, end in ranges:
             result = run_days(resources, start, end)
             success = success and result.success
-            for event in result.all_events:
-                if event.event_type_value == "STEP_SUCCESS":
-                    seconds = event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
-                    steps[event.step_key] = steps.get(event.step_key, 0.0) + seconds
+            _add_step_seconds(result, steps)
             # A ranged run records one materialization per day, each with the step's whole figures.
             extraction = materializations(result, "raw_campaign_journeys")[0].metadata
             requests += extraction["api_requests"].value  # type: ignore[operator]
@@ -126,6 +128,16 @@ def child(days: int, chunk_days: int | None, url: str) -> None:
         wall = time.perf_counter() - started
         with duckdb.connect(str(Path(tmp) / "warehouse.duckdb"), read_only=True) as con:
             rows = con.execute("SELECT count(*) FROM fact_journey_step").fetchone()[0]
+        # The tables again from the same landed files, into a new DuckDB file: with the page cache
+        # dropped first (as for a backfill of old data; needs root), then warm.
+        rebuild: dict[str, dict[str, float]] = {}
+        for cache in ("cold", "warm") if len(ranges) == 1 else ():
+            if cache == "cold" and not _drop_page_cache():
+                continue
+            again = {**resources, "warehouse": DuckDBWarehouse(path=str(Path(tmp) / f"rebuild-{cache}.duckdb"))}
+            result = run_days(again, first, LAST_DAY, selection="not group:raw")
+            success = success and result.success
+            rebuild[cache] = _add_step_seconds(result, {})
     print(
         json.dumps(
             {
@@ -134,6 +146,7 @@ def child(days: int, chunk_days: int | None, url: str) -> None:
                 "success": success,
                 "wall_seconds": wall,
                 "step_seconds": steps,
+                "rebuild_step_seconds": rebuild,
                 "fact_journey_step_rows": rows,
                 "requests": requests,
                 "429s": rate_limited,
@@ -141,6 +154,25 @@ def child(days: int, chunk_days: int | None, url: str) -> None:
         ),
         flush=True,
     )
+
+
+def _add_step_seconds(result: object, steps: dict[str, float]) -> dict[str, float]:
+    """``steps`` plus each successful step's seconds in ``result`` (a Dagster run result)."""
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.event_type_value == "STEP_SUCCESS":
+            seconds = event.event_specific_data.duration_ms / 1000
+            steps[event.step_key] = steps.get(event.step_key, 0.0) + seconds
+    return steps
+
+
+def _drop_page_cache() -> bool:
+    """Empty the kernel's page, dentry and inode caches (root only); whether it was done."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def measure(days: int, chunk_days: int | None, campaigns: int = CAMPAIGNS) -> dict[str, object]:
@@ -161,11 +193,15 @@ def measure(days: int, chunk_days: int | None, campaigns: int = CAMPAIGNS) -> di
     figures["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
     steps = figures["step_seconds"]
     non_extraction = sum(s for name, s in steps.items() if name != EXTRACTION_STEP)
-    journey = sum(steps.get(name, 0.0) for name in ("journey_step_tables", "fact_predictive_journey"))
+    journey = sum(steps.get(name, 0.0) for name in JOURNEY_STEPS)
     rows = max(1, figures["fact_journey_step_rows"])
     figures["journey_path_seconds_per_1m_rows"] = journey / rows * 1e6
     figures["non_extraction_seconds_per_1m_rows"] = non_extraction / rows * 1e6
     figures["rows_per_second_non_extraction"] = rows / non_extraction if non_extraction else None
+    for cache, rebuilt in figures.get("rebuild_step_seconds", {}).items():
+        rebuilt_journey = sum(rebuilt.get(name, 0.0) for name in JOURNEY_STEPS)
+        figures[f"rebuild_{cache}_journey_path_seconds_per_1m_rows"] = rebuilt_journey / rows * 1e6
+        figures[f"rebuild_{cache}_all_seconds_per_1m_rows"] = sum(rebuilt.values()) / rows * 1e6
     return figures
 
 
@@ -230,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['429s']} | {r['wall_seconds']:.0f} |",
             flush=True,
         )
+        for cache in r.get("rebuild_step_seconds", {}):
+            print(
+                f"|   rebuild, {cache} cache | | | {sum(r['rebuild_step_seconds'][cache].values()):.1f} "
+                f"| {r[f'rebuild_{cache}_journey_path_seconds_per_1m_rows']:.1f} "
+                f"| {r[f'rebuild_{cache}_all_seconds_per_1m_rows']:.1f} | | | | | |",
+                flush=True,
+            )
         # Written after every scenario: a long benchmark stopped half-way keeps what it measured.
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
@@ -242,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return sum(s for n, s in steps.items() if (n in names if names else n != EXTRACTION_STEP))
 
         extra_rows = large["fact_journey_step_rows"] - small["fact_journey_step_rows"]
-        journey = ("journey_step_tables", "fact_predictive_journey")
-        for label, names in (("journey path", journey), ("all non-extraction steps", None)):
+        for label, names in (("journey path", JOURNEY_STEPS), ("all non-extraction steps", None)):
             marginal = (seconds(large, names) - seconds(small, names)) / extra_rows * 1e6
             print(f"marginal {label}: {marginal:.1f} s per extra 1M rows ({small['days']} -> {large['days']} days)")
     chart(results, args.out.with_suffix(".png"))
