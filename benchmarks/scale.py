@@ -223,7 +223,7 @@ def chart(results: list[dict[str, object]], path: Path) -> None:
     if chunked:
         right.plot([r["days"] for r in chunked], [r["peak_rss_mb"] for r in chunked], "D", color="tab:purple")
         right.annotate("chunked runs", (chunked[0]["days"], chunked[0]["peak_rss_mb"]), fontsize=8)
-    right.set_ylabel("peak RSS (MB)", color="tab:red")
+    right.set_ylabel("peak RSS (MB; single runs incl. their 2 rebuilds)", color="tab:red")
     left.set_title("pe_assets at 400 campaigns: throughput and memory against the range")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -178,9 +178,8 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 )
                 return sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
 
-            chunks = [
-                chunk.days for chunk in sized_chunks(window, lambda day: len(extracted) + len(scorecards_by_day[day]))
-            ]
+            # Chunks of days sized by their requests: more campaigns make shorter chunks, not bigger ones.
+            chunks = [chunk.days for chunk in sized_chunks(window, lambda day: len(tasks_of([day])))]
             progress = extraction_progress(
                 context, client, sum(len(tasks_of(days)) for days in chunks), "campaign-days and scorecard-days"
             )
