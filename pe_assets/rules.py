@@ -52,8 +52,13 @@ class PartitionWindow:
 
     @property
     def sql_params(self) -> list[object]:
-        """The bounds as the two ``?`` parameters of ``>= CAST(? AS DATE) AND < CAST(? AS DATE)``."""
+        """The bounds as the two ``?`` parameters of ``sql_condition``."""
         return [self.start.isoformat(), self.end.isoformat()]
+
+    @staticmethod
+    def sql_condition(column: str) -> str:
+        """``column`` within a window whose bounds are bound as ``sql_params`` (portable SQL)."""
+        return f"{column} >= CAST(? AS DATE) AND {column} < CAST(? AS DATE)"
 
     @classmethod
     def inclusive(cls, first: date, last: date) -> PartitionWindow:

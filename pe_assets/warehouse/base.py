@@ -36,10 +36,7 @@ class WarehouseResource(ConfigurableResource, ABC):
         if spec.partition_column is None:
             raise WarehouseError(f"{spec.name} is not partitioned; use replace_table")
         frame = check_frame_in_window(spec, frame, window)
-        delete = (
-            f"DELETE FROM {spec.name} WHERE {spec.partition_column} >= CAST(? AS DATE) "
-            f"AND {spec.partition_column} < CAST(? AS DATE)"
-        )
+        delete = f"DELETE FROM {spec.name} WHERE {window.sql_condition(spec.partition_column)}"
         return self._replace(spec, frame, delete, window.sql_params)
 
     def replace_table(self, spec: TableSpec, frame: pd.DataFrame) -> int:

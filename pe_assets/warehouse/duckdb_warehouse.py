@@ -93,7 +93,7 @@ class DuckDBWarehouse(WarehouseResource):
         sql = f"SELECT {columns} FROM {spec.name}"
         params: list[object] = []
         if window is not None and spec.partition_column:
-            sql += f" WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE)"
+            sql += f" WHERE {window.sql_condition(spec.partition_column)}"
             params = window.sql_params
         with self.connection() as con:
             if not _table_exists(con, spec.name):

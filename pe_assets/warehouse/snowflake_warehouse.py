@@ -300,7 +300,7 @@ class SnowflakeWarehouse(WarehouseResource):
         sql = f"SELECT {', '.join(spec.column_names)} FROM {spec.name}"
         params: list[object] = []
         if window is not None and spec.partition_column:
-            sql += f" WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE)"
+            sql += f" WHERE {window.sql_condition(spec.partition_column)}"
             params = window.sql_params
         with self.connection() as conn:
             cursor = conn.cursor()

@@ -21,7 +21,7 @@ from pe_assets.client.base import ApiClientBase
 from pe_assets.config import Settings
 from pe_assets.landing import LandingZone
 from pe_assets.progress import Progress
-from pe_assets.rules import PartitionWindow
+from pe_assets.rules import PartitionWindow, as_date
 from pe_assets.schemas import TABLES, TableSpec, validate
 from pe_assets.warehouse import WarehouseResource
 
@@ -221,13 +221,10 @@ def table_chunks(
     if warehouse.has_tables(table):
         counts = warehouse.query(
             f"SELECT {spec.partition_column} AS day, count(DISTINCT {source_column}) AS sources FROM {table} "
-            f"WHERE {spec.partition_column} >= CAST(? AS DATE) AND {spec.partition_column} < CAST(? AS DATE) "
-            "GROUP BY 1",
+            f"WHERE {window.sql_condition(spec.partition_column)} GROUP BY 1",
             window.sql_params,
         )
-        sources_by_day = {
-            pd.Timestamp(day).date(): int(n) for day, n in zip(counts["day"], counts["sources"], strict=True)
-        }
+        sources_by_day = {as_date(day): int(n) for day, n in zip(counts["day"], counts["sources"], strict=True)}
     return list(sized_chunks(window, lambda day: sources_by_day.get(day, 0)))
 
 

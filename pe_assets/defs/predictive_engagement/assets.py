@@ -179,9 +179,10 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
                 return sorted(journey_tasks + scorecard_tasks, key=lambda task: task[2])
 
             # Chunks of days sized by their requests: more campaigns make shorter chunks, not bigger ones.
-            chunks = [chunk.days for chunk in sized_chunks(window, lambda day: len(tasks_of([day])))]
+            requests_by_day = {day: len(tasks_of([day])) for day in window.days}
+            chunks = [chunk.days for chunk in sized_chunks(window, requests_by_day.__getitem__)]
             progress = extraction_progress(
-                context, client, sum(len(tasks_of(days)) for days in chunks), "campaign-days and scorecard-days"
+                context, client, sum(requests_by_day.values()), "campaign-days and scorecard-days"
             )
             # Snapshots are history (append-only): one taken by an attempt that then fails would stay
             # beside the re-run's. So scorecard answers land once every request of the step is done;
