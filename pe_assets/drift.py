@@ -132,6 +132,12 @@ def drift_frame(
     for snapshot in final.to_dict("records"):
         snapshots_by_scorecard.setdefault(str(snapshot["scorecard_id"]), []).append(snapshot)
     days_by_scorecard = {sid: [s["day"] for s in snapshots] for sid, snapshots in snapshots_by_scorecard.items()}
+    # Running totals of each scorecard's bucket counts, in day order: a baseline's pooled counts are
+    # one difference, not a sum over its 28 days (counts are whole numbers: the difference is exact).
+    running_by_scorecard = {
+        sid: _running_totals([counts.get((sid, s["day"]), {}) for s in snapshots])
+        for sid, snapshots in snapshots_by_scorecard.items()
+    }
     rows: list[dict[str, object]] = []
     for day in sorted(set(days)):
         for scorecard_id in sorted(snapshots_by_scorecard):
@@ -141,11 +147,12 @@ def drift_frame(
                 continue
             snapshots = snapshots_by_scorecard[scorecard_id]
             today = snapshots[today_at]
-            baseline = snapshots[bisect.bisect_left(snapshot_days, day - timedelta(days=baseline_days)) : today_at]
-            pooled: dict[str, float] = {}
-            for baseline_snapshot in baseline:
-                for bucket, count in counts.get((scorecard_id, baseline_snapshot["day"]), {}).items():
-                    pooled[bucket] = pooled.get(bucket, 0) + count
+            baseline_at = bisect.bisect_left(snapshot_days, day - timedelta(days=baseline_days))
+            baseline = snapshots[baseline_at:today_at]
+            running = running_by_scorecard[scorecard_id]
+            before, through = running[baseline_at], running[today_at]
+            # A bucket only older days had pools 0 here: PSI's terms for it are 0 either way.
+            pooled = {bucket: total - before.get(bucket, 0) for bucket, total in through.items()}
             precision, recall = float(today["precision"]), float(today["recall"])
             predicted, actual = float(today["predicted_conversion_rate"]), float(today["actual_conversion_rate"])
             precision_median, precision_delta = median_delta(precision, [float(b["precision"]) for b in baseline])
@@ -176,6 +183,17 @@ def drift_frame(
 def _naive_utc(moment: datetime) -> pd.Timestamp:
     stamp = pd.Timestamp(moment)
     return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _running_totals(counts: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
+    """``totals[i]``: each bucket's contacts summed over ``counts[:i]`` (``len(counts) + 1`` entries)."""
+    totals: list[dict[str, float]] = [{}]
+    for day_counts in counts:
+        running = dict(totals[-1])
+        for bucket, count in day_counts.items():
+            running[bucket] = running.get(bucket, 0) + count
+        totals.append(running)
+    return totals
 
 
 def _bucket_counts(final: pd.DataFrame, distribution: pd.DataFrame) -> dict[tuple[str, date], dict[str, float]]:

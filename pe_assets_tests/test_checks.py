@@ -11,7 +11,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pe_assets.defs.common.checks import CAMPAIGN_IN_DIM, campaign_in_dim_verdicts, journey_freshness_checks
+from pe_assets.defs.common.checks import (
+    CAMPAIGN_IN_DIM,
+    campaign_in_dim_verdicts,
+    journey_freshness_checks,
+    markdown,
+)
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import GraphParts
 from pe_assets.defs.predictive_engagement.checks import (
@@ -346,3 +351,14 @@ def test_final_snapshot_freshness_on_a_new_empty_warehouse_passes(tmp_path):
     [evaluation] = result.get_asset_check_evaluations()
     assert result.success and evaluation.passed
     assert evaluation.metadata["late_scorecard_days"].value == 0
+
+
+def test_markdown_renders_a_pipe_table_with_blanks_for_nulls_and_counts_the_rest():
+    frame = pd.DataFrame(
+        {"campaign_id": ["c|1", "c2", "c3"], "psi": [0.25, float("nan"), 1e-7], "model": [None, "v2", pd.NA]}
+    )
+    assert markdown(frame.iloc[:0]).value == "_none_"
+    assert markdown(frame, max_rows=2).value == (
+        "| campaign_id | psi | model |\n|---|---|---|\n| c\\|1 | 0.25 |  |\n| c2 |  | v2 |\n\n_and 1 more rows_"
+    )
+    assert markdown(frame).value.splitlines()[-1] == "| c3 | 1e-07 |  |"

@@ -14,7 +14,7 @@ from pe_assets.defs.predictive_engagement import assets, monitoring
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES
 from pe_assets.warehouse import DuckDBWarehouse
-from pe_dev.pipeline import pipeline_resources, run_days
+from pe_dev.pipeline import materializations, pipeline_resources, project_defs, run_days
 
 FIRST = date(2024, 3, 1)
 NOW = datetime(2024, 3, 20, 12, tzinfo=UTC)
@@ -90,7 +90,12 @@ def test_a_run_with_more_campaigns_than_the_budget_writes_day_chunks_with_the_sa
     monkeypatch.setattr(assets, "table_chunks", table_chunks)
     monkeypatch.setattr(monitoring, "table_chunks", table_chunks)
     daily = {**resources, "warehouse": DuckDBWarehouse(path=str(tmp_path / "daily.duckdb"))}
-    assert run_days(daily, FIRST, last, selection="not group:raw").success
+    rebuilt = run_days(daily, FIRST, last, selection="not group:raw")
+    assert rebuilt.success
+    # One materialization per table and day, each with its row count; the columns are on the definition.
+    step_days = materializations(rebuilt, "fact_journey_step")
+    assert len(step_days) == 4 and all("dagster/row_count" in m.metadata for m in step_days)
+    assert not any("dagster/column_schema" in m.metadata for m in step_days)
 
     one_day_each = [PartitionWindow(FIRST + timedelta(days=n), FIRST + timedelta(days=n + 1)) for n in range(4)]
     # Scorecards are a third of the campaigns: three of their days fit in the budget.
@@ -102,3 +107,13 @@ def test_a_run_with_more_campaigns_than_the_budget_writes_day_chunks_with_the_sa
     assert seen["table_chunks"] == one_day_each + by_scorecards  # fact_predictive_journey, then scorecard_drift
     whole_rows = _table_rows(str(tmp_path / "warehouse.duckdb"))
     assert all(whole_rows.values()) and whole_rows == _table_rows(str(tmp_path / "daily.duckdb"))
+
+
+def test_every_table_asset_declares_its_models_columns_on_its_definition():
+    defs = project_defs()
+    for assets_def in defs.assets or []:
+        for key, spec in getattr(assets_def, "specs_by_key", {}).items():
+            table = key.to_user_string()
+            if table in TABLES and spec.group_name != "raw":
+                schema = spec.metadata["dagster/column_schema"]
+                assert [column.name for column in schema.columns] == TABLES[table].column_names, table

@@ -103,3 +103,35 @@ def test_an_empty_frame_clears_its_window(warehouse):
 def test_reading_a_table_never_written_gives_a_typed_empty_frame(warehouse):
     frame = warehouse.read(TABLES["fact_predictive_journey"])
     assert frame.empty and list(frame.columns) == TABLES["fact_predictive_journey"].column_names
+
+
+def test_a_session_keeps_each_write_atomic_and_serves_other_threads(warehouse):
+    """Writes in a session (a step's chunks) commit one by one; a failing one rolls back alone; a
+    thread building the next chunk reads through the same session meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with warehouse.session():
+        warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
+        broken = steps(DAY2, ["x", "y"])
+        broken.loc[1, "campaign_id"] = None
+        with pytest.raises(WarehouseError, match="rolled back"):
+            warehouse.replace_partition(SPEC, broken, PartitionWindow(DAY2, date(2024, 3, 7)))
+        with ThreadPoolExecutor(1) as other_thread:
+            seen = other_thread.submit(lambda: sorted(warehouse.read(SPEC)["step_id"])).result()
+        assert seen == ["a", "b"]
+        with warehouse.session():  # nested: the same session
+            warehouse.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
+    assert sorted(warehouse.read(SPEC)["step_id"]) == ["a", "b", "x"]
+
+
+def test_a_duckdb_session_holds_the_file_for_its_step_only(tmp_path):
+    """Another process's writer (another lock holder) waits while a session is open, then writes."""
+    path = str(tmp_path / "warehouse.duckdb")
+    step = DuckDBWarehouse(path=path)
+    other = DuckDBWarehouse(path=path, lock_timeout_seconds=0.2)
+    with step.session():
+        step.replace_partition(SPEC, steps(DAY1, ["a"]), WINDOW1)
+        with pytest.raises(WarehouseError, match="stayed locked"):
+            other.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
+    other.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
+    assert sorted(other.read(SPEC)["step_id"]) == ["a", "x"]

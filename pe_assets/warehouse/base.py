@@ -11,6 +11,8 @@ anything is touched.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pandas as pd
 from dagster import ConfigurableResource
@@ -30,6 +32,15 @@ class WarehouseResource(ConfigurableResource, ABC):
     @abstractmethod
     def kind(self) -> str:
         """'duckdb' or 'snowflake', shown as the assets' kind in the UI."""
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """A block of many reads and writes (a step's chunks) that may share one connection.
+
+        Every write in it still commits on its own. The default shares nothing; DuckDB holds one
+        connection, so a ranged run checkpoints its file once per step, not once per chunk and table.
+        """
+        yield
 
     def replace_partition(self, spec: TableSpec, frame: pd.DataFrame, window: PartitionWindow) -> int:
         """Make the table's rows in ``window`` exactly ``frame``'s rows, in one transaction."""

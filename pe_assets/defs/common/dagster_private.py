@@ -7,22 +7,38 @@ pinned exactly (pyproject), and ``pe_assets_tests/test_dagster_private.py`` fail
 upgrade moves or changes it.
 """
 
+from collections.abc import Sequence
+
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+#: Records fetched per query: a ranged run's materializations of a year fit in one page.
+_PAGE = 1000
 
-def latest_materialization_target(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The latest materialization of ``asset_key``'s ``partition``, as a check evaluation's target."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        storage_id=record.storage_id, run_id=record.event_log_entry.run_id, timestamp=record.timestamp
-    )
+
+def latest_materialization_targets(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest materialization of ``asset_key``, as a check evaluation's target
+    (partitions never materialized are absent).
+
+    A few queries for the whole window instead of one per day (a year's check asked 365 times):
+    records come newest first, so the first one seen of a partition is its latest; paging stops once
+    every partition is found.
+    """
+    targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    records_filter = dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(partitions))
+    cursor: str | None = None
+    while len(targets) < len(set(partitions)):
+        result = instance.fetch_materializations(records_filter, limit=_PAGE, cursor=cursor)
+        for record in result.records:
+            if record.partition_key is not None and record.partition_key not in targets:
+                targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return targets

@@ -21,6 +21,7 @@ import dagster as dg
 import pandas as pd
 
 from pe_assets.client.journey_aggregates import SchemaDrift, schema_drift
+from pe_assets.defs.common.checks import SAMPLE_ROWS, markdown
 from pe_assets.defs.common.resources import LandingZoneResource, PredictiveEngagementResource, UtcClock
 from pe_assets.defs.common.tables import (
     API_POOL,
@@ -34,6 +35,7 @@ from pe_assets.defs.common.tables import (
     schema_check,
     table_asset_spec,
     table_chunks,
+    table_definition_metadata,
     window_chunks,
     write_partition,
     write_tables,
@@ -168,6 +170,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         kinds=set(parts.table_kinds),
         owners=OWNERS,
         tags=parts.source_tags,
+        metadata=table_definition_metadata("fact_journey_step"),
     )
     def fact_journey_step(
         context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource, clock: UtcClock
@@ -206,12 +209,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "rows_above_one": len(over_one),
-                "sample": dg.MetadataValue.md(
-                    over_one[["campaign_id", "extraction_date", "step_id", "contact_count", "conversion_rate"]]
-                    .head(10)
-                    .to_markdown(index=False)
-                    if len(over_one)
-                    else "_none_"
+                "sample": markdown(
+                    over_one[["campaign_id", "extraction_date", "step_id", "contact_count", "conversion_rate"]],
+                    max_rows=SAMPLE_ROWS,
                 ),
             },
         )
@@ -237,6 +237,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         kinds=set(parts.table_kinds),
         owners=OWNERS,
         tags=parts.source_tags,
+        metadata=table_definition_metadata("fact_predictive_journey"),
     )
     def fact_predictive_journey(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock

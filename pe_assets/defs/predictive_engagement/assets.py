@@ -24,6 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from pe_assets.client import NotFoundError
+from pe_assets.defs.common.checks import markdown
 from pe_assets.defs.common.resources import LandingZoneResource, PredictiveEngagementResource, UtcClock
 from pe_assets.defs.common.tables import (
     API_POOL,
@@ -40,6 +41,7 @@ from pe_assets.defs.common.tables import (
     sized_chunks,
     table_asset_spec,
     table_chunks,
+    table_definition_metadata,
     write_partition,
     write_tables,
 )
@@ -60,10 +62,10 @@ RAW_JOURNEYS = "raw_campaign_journeys"
 RAW_SCORECARDS = "raw_scorecards"
 
 
-def _funnel_preview(frame: pd.DataFrame, max_campaigns: int = 10) -> str:
+def _funnel_preview(frame: pd.DataFrame, max_campaigns: int = 10) -> dg.MetadataValue:
     """A markdown table of the window's funnels: steps, contacts in and out, per campaign-day."""
     if frame.empty:
-        return "_no steps in this window_"
+        return dg.MetadataValue.md("_no steps in this window_")
     grouped = frame.sort_values("step_sequence").groupby(["extraction_date", "campaign_id"], sort=True)
     summary = grouped.agg(
         steps=("step_id", "size"),
@@ -72,7 +74,7 @@ def _funnel_preview(frame: pd.DataFrame, max_campaigns: int = 10) -> str:
         model_version=("model_version", "first"),
     ).reset_index()
     summary["extraction_date"] = summary["extraction_date"].dt.date
-    return summary.head(max_campaigns).to_markdown(index=False)
+    return markdown(summary.head(max_campaigns))
 
 
 def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
@@ -402,13 +404,14 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         kinds=set(parts.table_kinds),
         owners=OWNERS,
         tags=parts.source_tags,
+        metadata=table_definition_metadata("fact_predictive_journey"),
     )
     def fact_predictive_journey(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         """The domain guide's target table: every step with its scorecard's latest snapshot for the day."""
         loaded_at = clock.now()
-        previews: list[str] = []
+        previews: list[dg.MetadataValue] = []
 
         def chunks() -> Iterator[TableChunk]:
             window = partition_window(context)
@@ -424,7 +427,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
             context,
             warehouse,
             chunks(),
-            lambda: {"fact_predictive_journey": {"preview": dg.MetadataValue.md(previews[0])}},
+            lambda: {"fact_predictive_journey": {"preview": previews[0]}},
         )
 
     @dg.asset(
@@ -435,6 +438,7 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
         kinds=set(parts.table_kinds),
         owners=OWNERS,
         tags=parts.source_tags,
+        metadata=table_definition_metadata("dim_predictive_campaign"),
     )
     def dim_predictive_campaign(
         context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource

@@ -34,7 +34,15 @@ from pe_assets.defs.common.checks import (
     partitioned_asset_check,
 )
 from pe_assets.defs.common.resources import UtcClock
-from pe_assets.defs.common.tables import OWNERS, GraphParts, TableChunk, schema_check, table_chunks, write_tables
+from pe_assets.defs.common.tables import (
+    OWNERS,
+    GraphParts,
+    TableChunk,
+    schema_check,
+    table_chunks,
+    table_definition_metadata,
+    write_tables,
+)
 from pe_assets.drift import BASELINE_DAYS, MIN_BASELINE_DAYS, drift_frame
 from pe_assets.rules import PartitionWindow, partition_window
 from pe_assets.schemas import TABLES, typed_frame
@@ -142,6 +150,7 @@ def build_monitoring(parts: GraphParts) -> tuple[dg.AssetsDefinition, list[dg.As
         kinds=set(parts.table_kinds),
         owners=OWNERS,
         tags=parts.source_tags,
+        metadata=table_definition_metadata("scorecard_drift"),
     )
     def scorecard_drift(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: UtcClock
