@@ -76,9 +76,10 @@ def scorecard_snapshot_verdicts(warehouse: WarehouseResource, window: PartitionW
     expected for the most recent two days and clears when the re-extraction after 48 h lands.
     """
     coverage = scorecard_coverage(warehouse, window)
+    by_day = {day: rows for day, rows in coverage.groupby("day")}  # one pass, not one filter per day
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today = coverage[coverage["day"] == day]
+        today = by_day.get(day, coverage.iloc[:0])
         missing = sorted(today.loc[today["snapshots"] == 0, "scorecard_id"].astype(str))
         pending = sorted(
             today.loc[(today["snapshots"] > 0) & (today["final_snapshots"] == 0), "scorecard_id"].astype(str)
