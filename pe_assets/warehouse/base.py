@@ -38,7 +38,7 @@ class WarehouseResource(ConfigurableResource, ABC):
         """A block of many reads and writes (a step's chunks) that may share one connection.
 
         Every write in it still commits on its own. The default shares nothing; DuckDB holds one
-        connection, so a ranged run checkpoints its file once per step, not once per chunk and table.
+        connection, so a ranged run opens and closes (checkpoints) its file once per step, not per chunk.
         """
         yield
 

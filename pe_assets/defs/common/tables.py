@@ -272,7 +272,7 @@ def write_tables(
     """
     rows: dict[str, int] = {}
     checked: dict[str, int] = {}
-    # One connection for the whole loop where the warehouse has one (DuckDB: one checkpoint per step);
+    # One connection for the whole loop where the warehouse has one (DuckDB: closed, so checkpointed, once);
     # the chunk built ahead is finished (closing) before the session ends, also when a chunk fails.
     with warehouse.session(), closing(built_ahead(chunks)) as built:
         for chunk in built:
