@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import pandas as pd
@@ -108,8 +109,6 @@ def test_reading_a_table_never_written_gives_a_typed_empty_frame(warehouse):
 def test_a_session_keeps_each_write_atomic_and_serves_other_threads(warehouse):
     """Writes in a session (a step's chunks) commit one by one; a failing one rolls back alone; a
     thread building the next chunk reads through the same session meanwhile."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with warehouse.session():
         warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
         broken = steps(DAY2, ["x", "y"])

@@ -57,6 +57,14 @@ class DayVerdict:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+def rows_by_day(frame: pd.DataFrame, column: str = "extraction_date") -> Callable[[date], pd.DataFrame]:
+    """A lookup of ``frame``'s rows by the UTC day in ``column`` (an empty frame for a day without
+    rows), grouped in one pass: filtering the frame once per day of a year's window costs seconds."""
+    groups = {as_date(key): rows for key, rows in frame.groupby(column)}
+    no_rows = frame.iloc[:0]
+    return lambda day: groups.get(day, no_rows)
+
+
 def partitioned_asset_check(
     partitions: dg.PartitionsDefinition, **kwargs: Any
 ) -> Callable[[Callable[..., Any]], dg.AssetChecksDefinition]:
@@ -172,13 +180,12 @@ def campaign_in_dim_verdicts(
     counts = warehouse.query(_ORPHAN_COUNTS_SQL.format(table=table), params)
     sample = warehouse.query(_ORPHAN_SAMPLE_SQL.format(table=table, limit=SAMPLE_ROWS), params)
     totals = warehouse.query(_ROWS_PER_DAY_SQL.format(table=table), params)
-    for frame in (counts, sample, totals):
-        frame["day"] = [as_date(v) for v in frame["extraction_date"]]
+    orphans_of, sample_of, totals_of = rows_by_day(counts), rows_by_day(sample), rows_by_day(totals)
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        orphans = counts[counts["day"] == day]
+        orphans = orphans_of(day)
         orphan_rows = int(orphans["orphan_rows"].sum())
-        day_sample = sample[sample["day"] == day].drop(columns=["day"]).assign(extraction_date=day.isoformat())
+        day_sample = sample_of(day).assign(extraction_date=day.isoformat())
         verdicts[day] = DayVerdict(
             passed=orphan_rows == 0,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -189,7 +196,7 @@ def campaign_in_dim_verdicts(
                 "missing from dim_predictive_campaign"
             ),
             metadata={
-                "rows_checked": int(totals.loc[totals["day"] == day, "row_count"].sum()),
+                "rows_checked": int(totals_of(day)["row_count"].sum()),
                 "orphan_rows": orphan_rows,
                 "orphan_campaigns": dg.MetadataValue.json(sorted(orphans["campaign_id"].astype(str))),
                 "first_orphan_rows": markdown(day_sample),

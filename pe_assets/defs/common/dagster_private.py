@@ -29,9 +29,10 @@ def latest_materialization_targets(
     every partition is found.
     """
     targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
-    records_filter = dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(partitions))
+    wanted = set(partitions)
+    records_filter = dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=sorted(wanted))
     cursor: str | None = None
-    while len(targets) < len(set(partitions)):
+    while len(targets) < len(wanted):
         result = instance.fetch_materializations(records_filter, limit=_PAGE, cursor=cursor)
         for record in result.records:
             if record.partition_key is not None and record.partition_key not in targets:

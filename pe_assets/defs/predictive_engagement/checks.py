@@ -22,6 +22,7 @@ from pe_assets.defs.common.checks import (
     markdown,
     partition_check_evaluations,
     partitioned_asset_check,
+    rows_by_day,
 )
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import GraphParts
@@ -62,7 +63,6 @@ GROUP BY s.extraction_date, s.scorecard_id
 def scorecard_coverage(warehouse: WarehouseResource, window: PartitionWindow) -> pd.DataFrame:
     """Per day and scorecard referenced by fact_journey_step: its snapshots and final snapshots."""
     coverage = warehouse.query(_SCORECARD_COVERAGE_SQL, window.sql_params)
-    coverage["day"] = [as_date(v) for v in coverage["extraction_date"]]
     coverage["snapshots"] = coverage["snapshots"].astype(int)
     coverage["final_snapshots"] = coverage["final_snapshots"].astype(int)
     return coverage
@@ -76,10 +76,10 @@ def scorecard_snapshot_verdicts(warehouse: WarehouseResource, window: PartitionW
     expected for the most recent two days and clears when the re-extraction after 48 h lands.
     """
     coverage = scorecard_coverage(warehouse, window)
-    by_day = {day: rows for day, rows in coverage.groupby("day")}  # one pass, not one filter per day
+    coverage_of = rows_by_day(coverage)
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today = by_day.get(day, coverage.iloc[:0])
+        today = coverage_of(day)
         missing = sorted(today.loc[today["snapshots"] == 0, "scorecard_id"].astype(str))
         pending = sorted(
             today.loc[(today["snapshots"] > 0) & (today["final_snapshots"] == 0), "scorecard_id"].astype(str)

@@ -32,6 +32,7 @@ from pe_assets.defs.common.checks import (
     markdown,
     partition_check_evaluations,
     partitioned_asset_check,
+    rows_by_day,
 )
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import (
@@ -88,10 +89,10 @@ def drift_verdicts(
     With ``needs_baseline``, rows with fewer than ``MIN_BASELINE_DAYS`` baseline days are skipped.
     """
     rows = warehouse.read(TABLES[SCORECARD_DRIFT], window)
-    by_day = {stamp.date(): group for stamp, group in rows.groupby("extraction_date")}  # one pass, not one per day
+    rows_of = rows_by_day(rows)
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today = by_day.get(day, rows.iloc[:0])
+        today = rows_of(day)
         judged = today[today["baseline_days"] >= MIN_BASELINE_DAYS] if needs_baseline else today
         failing = judged[breaches(judged).fillna(False).astype(bool)] if len(judged) else judged
         metadata: dict[str, Any] = {
