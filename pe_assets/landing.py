@@ -25,9 +25,11 @@ Readers ignore hidden files. Facts are rebuilt from these files, so history outl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -39,6 +41,9 @@ from upath.implementations.local import LocalPath
 # The envelope's own format version, so that readers can evolve with it.
 ENVELOPE_VERSION = 1
 _S3_PROTOCOLS = ("s3", "s3a")
+#: Local files open (and announced to the kernel) ahead of the one being read; far below any usual
+#: open-file limit (1,024).
+_PREFETCH_WINDOW = 512
 _SAFE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -184,7 +189,7 @@ class LandingZone:
         if not paths:
             return []
         if isinstance(self.root, LocalPath):
-            return [_read_local(path) for path in paths]
+            return _read_local_files(paths)
         # Missing files come back as errors, not exists-then-read: on a store each check is a round trip.
         keys = [UPath(path).path for path in paths]
         found = self.root.fs.cat(keys, on_error="return")
@@ -227,12 +232,50 @@ def _parse(path: str, raw: bytes, dataset: str) -> LandedFile:
         raise LandingError(f"landing file {path} is damaged: {exc}") from exc
 
 
-def _read_local(path: str) -> bytes:
+def _read_local_files(paths: list[str]) -> list[bytes]:
+    """The files' bytes, in order, each file's read announced to the kernel well before it is read.
+
+    Landed files are small and many (a year at 400 campaigns: ~150,000), and a file that left the
+    page cache is read back as one 4 KB request that waits for the disk. So the next
+    ``_PREFETCH_WINDOW`` files are open with ``POSIX_FADV_WILLNEED`` (the kernel starts reading them
+    at once) while one is read: the requests are in flight together. Measured on this project's
+    2-core VM: 24,000 files evicted from the cache read in 0.4 s instead of 1.5 s, cached ones as
+    fast as before. Where the OS has no ``posix_fadvise`` the files are simply read in order.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    upcoming = iter(paths)
+    opened: deque[tuple[str, int | None]] = deque()  # (path, descriptor; None: missing)
+    contents: list[bytes] = []
+
+    def open_next() -> None:
+        path = next(upcoming, None)
+        if path is None:
+            return
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            opened.append((path, None))  # reported when its turn comes, in order
+            return
+        opened.append((path, descriptor))
+        if advise is not None:
+            with contextlib.suppress(OSError):  # only a hint
+                advise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise LandingError(f"landing file {path} is missing") from None
+        for _ in range(_PREFETCH_WINDOW):
+            open_next()
+        while opened:
+            path, descriptor = opened.popleft()
+            if descriptor is None:
+                raise LandingError(f"landing file {path} is missing")
+            with open(descriptor, "rb") as handle:  # closes the descriptor
+                contents.append(handle.read())
+            open_next()
+    finally:
+        for _, descriptor in opened:
+            if descriptor is not None:
+                os.close(descriptor)
+    return contents
 
 
 def _check_id(kind: str, value: str) -> None:

@@ -34,6 +34,20 @@ class Text(pandas_engine.NpString):
         return super().check(pandera_dtype, data_container)
 
 
+@pandas_engine.Engine.register_dtype
+@pandera_dtypes.immutable(init=True)
+class UtcDateTime(pandas_engine.DateTime):
+    """``pd.Timestamp`` (naive ``datetime64[ns]``, UTC by convention), with Pandera's rule unchanged:
+    a column already of that dtype is taken as it is. The stock coercion sends it through
+    ``pd.to_datetime``, whose format sniffing boxes 10,000 values as Python objects first: ~25 ms
+    per column and frame, more than all the column's checks. Any other column is coerced as before."""
+
+    def coerce(self, data_container: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+        if isinstance(data_container, pd.Series) and data_container.dtype == self.type:
+            return data_container
+        return super().coerce(data_container)
+
+
 CAMPAIGN_STATUSES = ("active", "paused", "archived")
 RATE = {"ge": 0.0, "le": 1.0}
 #: A step's share of its funnel's entry count. The seed contract's rates lie in [0, 1] (its
@@ -50,9 +64,9 @@ class DimPredictiveCampaign(pa.DataFrameModel):
     campaign_name: Series[Text] = pa.Field(nullable=True)
     status: Series[Text] = pa.Field(isin=CAMPAIGN_STATUSES)
     scorecard_id: Series[Text] = pa.Field(nullable=True)
-    created_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
-    updated_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
-    listed_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    created_date: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
+    updated_date: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
+    listed_at: Series[UtcDateTime] = pa.Field(coerce=True)
 
     class Config:
         strict = True
@@ -77,11 +91,11 @@ class DimActionMap(pa.DataFrameModel):
     weight: Series[pd.Int64Dtype] = pa.Field(nullable=True, coerce=True)
     ignore_frequency_cap: Series[pd.BooleanDtype] = pa.Field(nullable=True, coerce=True)
     trigger_segment_ids: Series[Text] = pa.Field(nullable=True)  # JSON array text
-    start_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
-    end_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
-    created_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
-    modified_date: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
-    listed_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    start_date: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
+    end_date: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
+    created_date: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
+    modified_date: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
+    listed_at: Series[UtcDateTime] = pa.Field(coerce=True)
 
     class Config:
         strict = True
@@ -92,7 +106,7 @@ class FactJourneyStep(pa.DataFrameModel):
     """One row per funnel step, campaign and UTC day, from the day's latest complete extraction."""
 
     campaign_id: Series[Text]
-    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extraction_date: Series[UtcDateTime] = pa.Field(coerce=True, metadata=DATE_COLUMN)
     step_id: Series[Text] = pa.Field(str_length={"min_value": 1})
     step_name: Series[Text] = pa.Field(nullable=True)
     step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
@@ -101,8 +115,8 @@ class FactJourneyStep(pa.DataFrameModel):
     average_score: Series[float] = pa.Field(**RATE, nullable=True, coerce=True)
     exit_reason: Series[Text] = pa.Field(nullable=True)
     scorecard_id: Series[Text] = pa.Field(nullable=True)
-    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
-    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+    extracted_at: Series[UtcDateTime] = pa.Field(coerce=True)
+    load_timestamp: Series[UtcDateTime] = pa.Field(coerce=True)
 
     class Config:
         strict = True
@@ -126,12 +140,12 @@ class RejectedJourneyStep(pa.DataFrameModel):
     """Steps that cannot enter the facts (no stepId, no contactCount, bad types), kept with why."""
 
     campaign_id: Series[Text]
-    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extraction_date: Series[UtcDateTime] = pa.Field(coerce=True, metadata=DATE_COLUMN)
     step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
     reason: Series[Text]
     raw_step: Series[Text]
-    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
-    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+    extracted_at: Series[UtcDateTime] = pa.Field(coerce=True)
+    load_timestamp: Series[UtcDateTime] = pa.Field(coerce=True)
 
     class Config:
         strict = True
@@ -143,10 +157,10 @@ class FactScorecardPerformance(pa.DataFrameModel):
     """Append-only history: one row per scorecard, UTC day and extraction."""
 
     scorecard_id: Series[Text]
-    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extraction_date: Series[UtcDateTime] = pa.Field(coerce=True, metadata=DATE_COLUMN)
     scorecard_name: Series[Text] = pa.Field(nullable=True)
     model_version: Series[Text]
-    retraining_timestamp: Series[pd.Timestamp] = pa.Field(nullable=True, coerce=True)
+    retraining_timestamp: Series[UtcDateTime] = pa.Field(nullable=True, coerce=True)
     precision: Series[float] = pa.Field(**RATE, coerce=True)
     recall: Series[float] = pa.Field(**RATE, coerce=True)
     f1_score: Series[float] = pa.Field(**RATE, coerce=True)
@@ -154,7 +168,7 @@ class FactScorecardPerformance(pa.DataFrameModel):
     actual_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
     predicted_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
     pending_backfill: Series[bool] = pa.Field(coerce=True)
-    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    extracted_at: Series[UtcDateTime] = pa.Field(coerce=True)
 
     class Config:
         strict = True
@@ -166,8 +180,8 @@ class FactScorecardScoreDistribution(pa.DataFrameModel):
     """Contacts per score bucket, per scorecard snapshot (same keys as the performance history)."""
 
     scorecard_id: Series[Text]
-    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
-    extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    extraction_date: Series[UtcDateTime] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extracted_at: Series[UtcDateTime] = pa.Field(coerce=True)
     model_version: Series[Text]
     bucket: Series[Text]
     bucket_lower: Series[float] = pa.Field(**RATE, coerce=True)
@@ -183,10 +197,10 @@ class FactScorecardScoreDistribution(pa.DataFrameModel):
 class FactPredictiveJourney(pa.DataFrameModel):
     """The domain guide's target table: each step joined to its scorecard's latest snapshot."""
 
-    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+    load_timestamp: Series[UtcDateTime] = pa.Field(coerce=True)
     campaign_id: Series[Text]
     scorecard_id: Series[Text] = pa.Field(nullable=True)
-    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extraction_date: Series[UtcDateTime] = pa.Field(coerce=True, metadata=DATE_COLUMN)
     step_id: Series[Text] = pa.Field(str_length={"min_value": 1})
     step_name: Series[Text] = pa.Field(nullable=True)
     step_sequence: Series[int] = pa.Field(ge=1, coerce=True)
@@ -349,9 +363,9 @@ class ScorecardDrift(pa.DataFrameModel):
     """Model drift: one row per scorecard and UTC day that has a final snapshot (see ``pe_assets.drift``)."""
 
     scorecard_id: Series[Text]
-    extraction_date: Series[pd.Timestamp] = pa.Field(coerce=True, metadata=DATE_COLUMN)
+    extraction_date: Series[UtcDateTime] = pa.Field(coerce=True, metadata=DATE_COLUMN)
     model_version: Series[Text]
-    snapshot_extracted_at: Series[pd.Timestamp] = pa.Field(coerce=True)
+    snapshot_extracted_at: Series[UtcDateTime] = pa.Field(coerce=True)
     precision: Series[float] = pa.Field(**RATE, coerce=True)
     recall: Series[float] = pa.Field(**RATE, coerce=True)
     predicted_conversion_rate: Series[float] = pa.Field(**RATE, coerce=True)
@@ -363,7 +377,7 @@ class ScorecardDrift(pa.DataFrameModel):
     precision_delta: Series[float] = pa.Field(ge=-1.0, le=1.0, nullable=True, coerce=True)
     recall_delta: Series[float] = pa.Field(ge=-1.0, le=1.0, nullable=True, coerce=True)
     baseline_days: Series[int] = pa.Field(ge=0, le=28, coerce=True)
-    load_timestamp: Series[pd.Timestamp] = pa.Field(coerce=True)
+    load_timestamp: Series[UtcDateTime] = pa.Field(coerce=True)
 
     class Config:
         strict = True

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from pe_assets import landing
 from pe_assets.landing import LandingError, LandingZone
 
 DAY = date(2024, 3, 5)
@@ -82,3 +84,28 @@ def test_damaged_file_is_reported_by_path(tmp_path):
         handle.write("{not json")
     with pytest.raises(LandingError, match="damaged"):
         zone.files("raw_scorecards", DAY)
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_local_reads_beyond_the_prefetch_window_keep_order_and_close_every_file(tmp_path, monkeypatch):
+    # Files are opened (and announced to the kernel) a window ahead of the one being read.
+    monkeypatch.setattr(landing, "_PREFETCH_WINDOW", 3)
+    zone = LandingZone(str(tmp_path))
+    paths = [zone.write("raw_scorecards", f"s{n:02d}", T0, {"response": {"n": n}}, DAY) for n in range(10)]
+    before = _open_descriptors()
+    assert [f.envelope["response"]["n"] for f in zone.read_files("raw_scorecards", paths)] == list(range(10))
+    assert _open_descriptors() == before
+
+
+def test_a_missing_local_file_is_named_and_no_descriptor_is_left_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(landing, "_PREFETCH_WINDOW", 3)
+    zone = LandingZone(str(tmp_path))
+    paths = [zone.write("raw_scorecards", f"s{n:02d}", T0, {"response": {}}, DAY) for n in range(6)]
+    os.remove(paths[4])
+    before = _open_descriptors()
+    with pytest.raises(LandingError, match=re.escape(f"landing file {paths[4]} is missing")):
+        zone.read_texts(paths)
+    assert _open_descriptors() == before

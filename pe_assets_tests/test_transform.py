@@ -58,6 +58,18 @@ def test_a_text_column_holding_a_non_text_value_fails_its_check_naming_the_row()
     assert list(cases["failure_case"]) == [42] and "str" in cases["check"].iloc[0]
 
 
+def test_timestamp_columns_are_coerced_as_pandera_does_unless_already_typed():
+    # A datetime64[ns] column is taken as it is (no pd.to_datetime pass); text is still coerced,
+    # and text that is no instant still fails, naming its column.
+    steps = journey_frames([envelope([[step("a", 10), step("b", 8)]])], LOADED).steps
+    assert validate(TABLES["fact_journey_step"], steps).passed
+    as_text = steps.assign(extracted_at=steps["extracted_at"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert as_text["extracted_at"].dtype == object
+    assert validate(TABLES["fact_journey_step"], as_text).passed
+    report = validate(TABLES["fact_journey_step"], as_text.assign(extracted_at=["2024-03-06T01:00:00", "soon"]))
+    assert not report.passed and set(report.failure_cases["column"]) == {"extracted_at"}
+
+
 def test_damaged_steps_are_rejected_with_reason_and_keep_positions():
     pages = [
         [

@@ -378,8 +378,10 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
         def chunks() -> Iterator[TableChunk]:
             nonlocal snapshots, pending_rows
-            for chunk, paths in landed_chunks(zone, RAW_SCORECARDS, partition_window(context), latest=False):
-                envelopes = [f.envelope for f in zone.read_files(RAW_SCORECARDS, paths)]
+            landed = landed_chunks(zone, RAW_SCORECARDS, partition_window(context), latest=False)
+            # The next chunk's files are listed and parsed while this one becomes frames.
+            for chunk, files in built_ahead((chunk, zone.read_files(RAW_SCORECARDS, paths)) for chunk, paths in landed):
+                envelopes = [f.envelope for f in files]
                 performance, distribution = scorecard_frames(envelopes)
                 snapshots += len(envelopes)
                 pending_rows += int(performance["pending_backfill"].sum())
