@@ -76,10 +76,10 @@ def test_a_run_with_more_campaigns_than_the_budget_writes_day_chunks_with_the_sa
     monkeypatch.setattr(tables, "CHUNK_SOURCE_DAYS", len(sim.campaigns()))
     seen: dict[str, list[PartitionWindow]] = {"landed_chunks": [], "table_chunks": []}
 
-    def landed_chunks(*args: Any, **kwargs: Any) -> Iterator[tuple[PartitionWindow, list[str]]]:
-        for chunk, paths in tables.landed_chunks(*args, **kwargs):
+    def landed_chunks(*args: Any, **kwargs: Any) -> Iterator[tuple[PartitionWindow, Any]]:
+        for chunk, files in tables.landed_chunks(*args, **kwargs):
             seen["landed_chunks"].append(chunk)
-            yield chunk, paths
+            yield chunk, files
 
     def table_chunks(*args: Any) -> list[PartitionWindow]:
         chunks = tables.table_chunks(*args)

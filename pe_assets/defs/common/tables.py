@@ -31,6 +31,7 @@ SCHEMA_CHECK = "schema"
 #: Extraction steps of every run draw on one API budget: at most the pool's limit run at once.
 API_POOL = "pe_api"
 SOURCE_TAG = "pe_assets/source"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -208,18 +209,30 @@ def sized_chunks(window: PartitionWindow, sources_of_day: Callable[[date], int])
 
 
 def landed_chunks(
-    zone: LandingZone, dataset: str, window: PartitionWindow, *, latest: bool
-) -> Iterator[tuple[PartitionWindow, list[str]]]:
+    zone: LandingZone,
+    dataset: str,
+    window: PartitionWindow,
+    *,
+    latest: bool,
+    read: Callable[[list[str]], T],
+) -> Iterator[tuple[PartitionWindow, T]]:
     """``sized_chunks`` of the days' landed files (each source's newest only, with ``latest``), each
-    with its days' paths: every day is listed once, and only a chunk's paths are held."""
+    with its days' files as ``read`` gives them (raw texts, parsed files).
+
+    Every day is listed once. The next chunk is listed and read in a worker thread while the caller
+    works on this one (``built_ahead``): at most two chunks' files are held.
+    """
     listed: dict[date, list[str]] = {}
 
     def sources_of_day(day: date) -> int:
         listed[day] = zone.day_paths(dataset, day, latest=latest)
         return len(listed[day])
 
-    for chunk in sized_chunks(window, sources_of_day):
-        yield chunk, [path for day in chunk.days for path in listed.pop(day)]
+    def chunk_paths() -> Iterator[tuple[PartitionWindow, list[str]]]:
+        for chunk in sized_chunks(window, sources_of_day):
+            yield chunk, [path for day in chunk.days for path in listed.pop(day)]
+
+    return built_ahead((chunk, read(paths)) for chunk, paths in chunk_paths())
 
 
 def table_chunks(
@@ -240,7 +253,6 @@ def table_chunks(
 
 
 _NO_MORE = object()
-T = TypeVar("T")
 
 
 def built_ahead(chunks: Iterable[T]) -> Iterator[T]:

@@ -12,6 +12,7 @@ validates each frame against its table's Pandera model *before* writing (a faili
 reported as a failed, blocking check and never written), and replaces its partitions atomically.
 """
 
+import functools
 import json
 import tempfile
 import threading
@@ -31,7 +32,6 @@ from pe_assets.defs.common.tables import (
     OWNERS,
     GraphParts,
     TableChunk,
-    built_ahead,
     client_metadata,
     extraction_progress,
     landed_by_run,
@@ -312,9 +312,10 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
         def chunks() -> Iterator[TableChunk]:
             nonlocal campaign_days
-            landed = landed_chunks(zone, RAW_JOURNEYS, partition_window(context), latest=True)
             # The next chunk's files are read while DuckDB flattens this one (it runs outside the GIL).
-            for chunk, texts in built_ahead((chunk, zone.read_texts(paths)) for chunk, paths in landed):
+            for chunk, texts in landed_chunks(
+                zone, RAW_JOURNEYS, partition_window(context), latest=True, read=zone.read_texts
+            ):
                 result = journey_frames_from_json(texts, loaded_at=loaded_at)
                 campaign_days += len(texts)
                 reasons.update(result.rejected["reason"])
@@ -378,9 +379,9 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
 
         def chunks() -> Iterator[TableChunk]:
             nonlocal snapshots, pending_rows
-            landed = landed_chunks(zone, RAW_SCORECARDS, partition_window(context), latest=False)
             # The next chunk's files are listed and parsed while this one becomes frames.
-            for chunk, files in built_ahead((chunk, zone.read_files(RAW_SCORECARDS, paths)) for chunk, paths in landed):
+            read = functools.partial(zone.read_files, RAW_SCORECARDS)
+            for chunk, files in landed_chunks(zone, RAW_SCORECARDS, partition_window(context), latest=False, read=read):
                 envelopes = [f.envelope for f in files]
                 performance, distribution = scorecard_frames(envelopes)
                 snapshots += len(envelopes)
