@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 
 import pandas as pd
 import pytest
 
 from pe_assets.rules import PartitionWindow
-from pe_assets.schemas import TABLES, typed_frame
+from pe_assets.schema_sql import failure_cases_sql
+from pe_assets.schemas import TABLES, typed_frame, validate
 from pe_assets.warehouse import DuckDBWarehouse, WarehouseError, WarehouseResource
 from pe_dev.fakesnow import fakesnow_warehouse
 
@@ -134,3 +135,93 @@ def test_a_duckdb_session_holds_the_file_for_its_step_only(tmp_path):
             other.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
     other.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
     assert sorted(other.read(SPEC)["step_id"]) == ["a", "x"]
+
+
+# -- rows built and checked in the warehouse (fact_predictive_journey) -----------------------------
+
+JOURNEY = TABLES["fact_predictive_journey"]
+LOADED_AT = datetime(2024, 3, 8, 6, 0, 0)
+
+
+def journey_rows_sql(**overrides: str) -> str:
+    """PREDICTIVE_JOURNEY_SQL's columns from fact_journey_step alone (no snapshots), with
+    ``overrides`` (column -> SQL expression) to build rows that break the model."""
+    columns = {
+        name: name if name in SPEC.column_names else f"CAST(NULL AS {sql_type})" for name, sql_type in JOURNEY.columns
+    }
+    columns["load_timestamp"] = "CAST(? AS TIMESTAMP)"
+    columns.update(overrides)
+    select = ", ".join(f"{expression} AS {name}" for name, expression in columns.items())
+    return f"SELECT {select} FROM fact_journey_step WHERE {PartitionWindow.sql_condition('extraction_date')}"
+
+
+def journey_params(window: PartitionWindow) -> list[object]:
+    return [LOADED_AT.isoformat(sep=" "), *window.sql_params]
+
+
+def test_rows_built_in_the_warehouse_are_checked_and_written_there(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
+    warehouse.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
+    sql = journey_rows_sql()
+    for _ in range(2):  # idempotent
+        report, written = warehouse.replace_partition_with_query(JOURNEY, sql, journey_params(WINDOW1), WINDOW1)
+        assert report.passed and report.rows == written == 2
+    frame = warehouse.read(JOURNEY).sort_values("step_sequence").reset_index(drop=True)
+    assert frame["step_id"].tolist() == ["a", "b"] and frame["contact_count"].tolist() == [10, 9]
+    assert (frame["load_timestamp"] == pd.Timestamp(LOADED_AT)).all() and frame["precision"].isna().all()
+    assert frame["step_name"].tolist() == ["Step a", None]
+
+
+def test_warehouse_rows_failing_their_model_are_reported_as_pandera_reports_them_and_not_written(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
+    warehouse.replace_partition_with_query(JOURNEY, journey_rows_sql(), journey_params(WINDOW1), WINDOW1)
+    bad = steps(DAY1, ["a", "a", "c", ""])  # a repeated key and an empty step id
+    bad.loc[2, "contact_count"] = -3
+    bad.loc[0, "step_sequence"] = 0
+    warehouse.replace_partition(SPEC, bad, WINDOW1)  # the source table holds them (no checks on this path)
+    sql = journey_rows_sql(precision="CASE WHEN step_id = 'c' THEN 1.5 ELSE NULL END")
+    report, written = warehouse.replace_partition_with_query(JOURNEY, sql, journey_params(WINDOW1), WINDOW1)
+
+    as_frame = typed_frame(JOURNEY, warehouse.query(sql, journey_params(WINDOW1)))
+    pandera = validate(JOURNEY, as_frame)
+    assert not report.passed and written == 0 and report.rows == 4
+    assert (
+        report.summary()
+        == pandera.summary()
+        == {
+            "multiple_fields_uniqueness": 2,
+            "step_id: str_length(1, None)": 1,
+            "contact_count: greater_than_or_equal_to(0)": 1,
+            "step_sequence: greater_than_or_equal_to(1)": 1,
+            "precision: less_than_or_equal_to(1.0)": 1,
+        }
+    )
+
+    def checks(cases: pd.DataFrame) -> list[tuple[str, str, str]]:
+        return sorted(zip(cases["schema_context"], cases["column"], cases["check"], strict=True))
+
+    assert checks(report.failure_cases) == checks(pandera.failure_cases)
+    assert sorted(warehouse.read(JOURNEY)["step_id"]) == ["a", "b"]  # the previous rows, untouched
+
+
+def test_a_null_the_table_refuses_is_reported_as_a_failed_check(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a", "b"]), WINDOW1)
+    sql = journey_rows_sql(campaign_id="CASE WHEN step_id = 'b' THEN NULL ELSE campaign_id END")
+    report, written = warehouse.replace_partition_with_query(JOURNEY, sql, journey_params(WINDOW1), WINDOW1)
+    assert written == 0 and report.summary() == {"campaign_id: not_nullable": 1}
+    assert warehouse.read(JOURNEY).empty
+
+
+def test_warehouse_rows_outside_the_window_are_refused(warehouse):
+    warehouse.replace_partition(SPEC, steps(DAY1, ["a"]), WINDOW1)
+    warehouse.replace_partition(SPEC, steps(DAY2, ["x"]), PartitionWindow(DAY2, date(2024, 3, 7)))
+    warehouse.replace_partition_with_query(JOURNEY, journey_rows_sql(), journey_params(WINDOW1), WINDOW1)
+    both_days = PartitionWindow(DAY1, date(2024, 3, 7))
+    with pytest.raises(WarehouseError, match=r"1 rows have extraction_date outside 2024-03-05\.\.2024-03-06"):
+        warehouse.replace_partition_with_query(JOURNEY, journey_rows_sql(), journey_params(both_days), WINDOW1)
+    assert warehouse.read(JOURNEY)["step_id"].tolist() == ["a"]
+
+
+def test_a_model_with_checks_sql_cannot_state_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"step_sequence_unique_per_day.*exit_reason_not_empty"):
+        failure_cases_sql(SPEC, "staged")

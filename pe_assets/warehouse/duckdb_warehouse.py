@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -20,7 +21,7 @@ from pydantic import Field, PrivateAttr
 
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TableSpec, typed_frame
-from pe_assets.warehouse.base import WarehouseError, WarehouseResource
+from pe_assets.warehouse.base import SqlStatements, WarehouseError, WarehouseResource
 
 #: DuckDB's buffer pool for a session's connection (it spills to the file or temp files beyond it).
 SESSION_MEMORY_LIMIT = "128MB"
@@ -106,6 +107,12 @@ class DuckDBWarehouse(WarehouseResource):
                 con.unregister("incoming_frame")
         return len(frame)
 
+    @contextmanager
+    def _statements(self, spec: TableSpec) -> Iterator[SqlStatements]:
+        with self.connection() as con:
+            self._ensure_table(con, spec)
+            yield _DuckDBStatements(con)
+
     def _ensure_table(self, con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
         """Create the table from its model, or add columns a newer model declares."""
         existing = dict(
@@ -143,6 +150,20 @@ class DuckDBWarehouse(WarehouseResource):
     def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
         with self.connection() as con:
             frame = con.execute(sql, parameters or []).df()
+        frame.columns = [str(c).lower() for c in frame.columns]
+        return frame
+
+
+class _DuckDBStatements:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def execute(self, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+        result = self._con.execute(sql, params or [])
+        return result.fetchall() if result.description else []
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        frame = self._con.execute(sql).df()
         frame.columns = [str(c).lower() for c in frame.columns]
         return frame
 

@@ -32,7 +32,7 @@ from pe_assets.config import DEFAULT_SNOWFLAKE_SCHEMA, SnowflakeSettings
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, TableSpec, typed_frame
 from pe_assets.sql import shipped_sql
-from pe_assets.warehouse.base import WarehouseError, WarehouseResource
+from pe_assets.warehouse.base import SqlStatements, WarehouseError, WarehouseResource
 
 if TYPE_CHECKING:
     from dagster_snowflake import SnowflakeResource
@@ -224,6 +224,18 @@ class SnowflakeWarehouse(WarehouseResource):
                         cursor.execute(f"DROP TABLE IF EXISTS {stage}")
         return len(frame)
 
+    def _type_name(self, portable_type: str) -> str:
+        return snowflake_type(portable_type)
+
+    @contextmanager
+    def _statements(self, spec: TableSpec) -> Iterator[SqlStatements]:
+        with self.connection() as conn:
+            cursor = conn.cursor()
+            # DDL commits implicitly on Snowflake: the table exists before any BEGIN.
+            self._ensure_schema(cursor)
+            self._ensure_table(cursor, spec)
+            yield _SnowflakeStatements(cursor)
+
     def _insert_sql(self, spec: TableSpec, stage: str) -> str:
         """Insert by column name, each cast to the model's type (never by position)."""
         columns = ", ".join(spec.column_names)
@@ -315,6 +327,19 @@ class SnowflakeWarehouse(WarehouseResource):
             cursor = conn.cursor()
             cursor.execute(sql, parameters or None)
             return _fetch_frame(cursor)
+
+
+class _SnowflakeStatements:
+    def __init__(self, cursor: SnowflakeCursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql, params or None)
+        return list(self._cursor.fetchall()) if self._cursor.description else []
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        self._cursor.execute(sql)
+        return _fetch_frame(self._cursor)
 
 
 def _fetch_frame(cursor: SnowflakeCursor) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from pe_assets.defs.common.checks import markdown
 from pe_assets.landing import LandingZone
 from pe_assets.progress import Progress
 from pe_assets.rules import PartitionWindow, as_date
-from pe_assets.schemas import TABLES, TableSpec, validate
+from pe_assets.schemas import TABLES, TableSpec, ValidationReport, validate
 from pe_assets.warehouse import WarehouseResource
 
 OWNERS = ["team:data-engineering"]
@@ -177,8 +177,19 @@ def _column_schema(spec: TableSpec) -> dg.TableSchema:
 CHUNK_DAYS = 31
 CHUNK_SOURCE_DAYS = 400 * 31
 
-#: One chunk of one or more tables: table -> (frame, days it replaces; None: the whole table).
-TableChunk = Mapping[str, tuple[pd.DataFrame, PartitionWindow | None]]
+
+@dataclass(frozen=True)
+class WarehouseRows:
+    """A table's rows as a query of the warehouse's own tables: they are checked and written there
+    (``WarehouseResource.replace_partition_with_query``) and never come to Python."""
+
+    select_sql: str
+    params: list[object]
+
+
+#: One chunk of one or more tables: table -> (frame or warehouse rows, days it replaces; None: the
+#: whole table). A chunk with ``WarehouseRows`` holds that table only (it is checked as it is written).
+TableChunk = Mapping[str, tuple[pd.DataFrame | WarehouseRows, PartitionWindow | None]]
 
 
 def window_chunks(window: PartitionWindow, days: int = CHUNK_DAYS) -> list[PartitionWindow]:
@@ -275,45 +286,65 @@ def write_tables(
     chunks: Iterable[TableChunk],
     extra_metadata: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    """Validate each chunk's frames against their models, then write them (each atomically).
+    """Validate each chunk's frames against their models, then write them (each atomically);
+    ``WarehouseRows`` are checked against their model in the warehouse, then written there.
 
-    A chunk whose frame fails its model is not written: its failed, blocking ``schema`` check is
+    A chunk whose rows fail their model is not written: its failed, blocking ``schema`` check is
     reported and the step fails (chunks before it stay written, each day whole). Otherwise one
     passed check and one materialization per table close the step. ``extra_metadata`` is read
     after the last chunk (so chunk producers can count as they go): table -> metadata.
     """
     rows: dict[str, int] = {}
     checked: dict[str, int] = {}
+
+    def failed(report: ValidationReport) -> Iterator[dg.AssetCheckResult]:
+        table = report.table
+        yield dg.AssetCheckResult(
+            asset_key=table,
+            check_name=SCHEMA_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "rows_checked": checked[table],
+                "failures": dg.MetadataValue.json(report.summary()),
+                "failure_cases": markdown(report.failure_cases, max_rows=20),
+            },
+        )
+        raise dg.Failure(
+            description=(
+                f"{table}: {len(report.failure_cases)} schema failures, "
+                f"nothing written for these days: {report.summary()}"
+            ),
+        )
+
     # One connection for the whole loop where the warehouse has one (DuckDB: closed, so checkpointed, once);
     # the chunk built ahead is finished (closing) before the session ends, also when a chunk fails.
     with warehouse.session(), closing(built_ahead(chunks)) as built:
         for chunk in built:
             for table, (frame, _) in chunk.items():
+                if isinstance(frame, WarehouseRows):
+                    if len(chunk) > 1:
+                        raise ValueError(f"{table}: warehouse rows are written alone, not in a chunk of {list(chunk)}")
+                    continue
                 report = validate(TABLES[table], frame)
                 checked[table] = checked.get(table, 0) + report.rows
                 if not report.passed:
-                    yield dg.AssetCheckResult(
-                        asset_key=table,
-                        check_name=SCHEMA_CHECK,
-                        passed=False,
-                        severity=dg.AssetCheckSeverity.ERROR,
-                        metadata={
-                            "rows_checked": checked[table],
-                            "failures": dg.MetadataValue.json(report.summary()),
-                            "failure_cases": markdown(report.failure_cases, max_rows=20),
-                        },
-                    )
-                    raise dg.Failure(
-                        description=(
-                            f"{table}: {len(report.failure_cases)} schema failures, "
-                            f"nothing written for these days: {report.summary()}"
-                        ),
-                    )
+                    yield from failed(report)
             for table, (frame, window) in chunk.items():
                 spec = TABLES[table]
-                written = (
-                    warehouse.replace_partition(spec, frame, window) if window else warehouse.replace_table(spec, frame)
-                )
+                if isinstance(frame, WarehouseRows):
+                    if window is None:
+                        raise ValueError(f"{table}: warehouse rows replace a window of days, not the whole table")
+                    report, written = warehouse.replace_partition_with_query(
+                        spec, frame.select_sql, frame.params, window
+                    )
+                    checked[table] = checked.get(table, 0) + report.rows
+                    if not report.passed:
+                        yield from failed(report)
+                elif window:
+                    written = warehouse.replace_partition(spec, frame, window)
+                else:
+                    written = warehouse.replace_table(spec, frame)
                 rows[table] = rows.get(table, 0) + written
     extras = extra_metadata() if extra_metadata else {}
     for table, count in rows.items():

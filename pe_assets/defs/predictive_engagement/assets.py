@@ -32,6 +32,7 @@ from pe_assets.defs.common.tables import (
     OWNERS,
     GraphParts,
     TableChunk,
+    WarehouseRows,
     client_metadata,
     extraction_progress,
     landed_by_run,
@@ -46,7 +47,6 @@ from pe_assets.defs.common.tables import (
     write_tables,
 )
 from pe_assets.rules import partition_window
-from pe_assets.schemas import TABLES, typed_frame
 from pe_assets.transform.predictive_engagement import (
     PREDICTIVE_JOURNEY_SQL,
     campaign_dim_frame,
@@ -60,6 +60,17 @@ EXTRACTED_STATUSES = ("active", "paused")  # archived campaigns answer 404 on an
 CAMPAIGN_LISTING = "campaign_listing"
 RAW_JOURNEYS = "raw_campaign_journeys"
 RAW_SCORECARDS = "raw_scorecards"
+
+
+#: The window's first funnels (by day, then campaign), as ``_funnel_preview`` shows them.
+_PREVIEW_SQL = """
+SELECT f.extraction_date, f.campaign_id, f.step_id, f.step_sequence, f.contact_count, f.model_version
+FROM fact_predictive_journey f
+JOIN (
+    SELECT DISTINCT extraction_date, campaign_id FROM fact_predictive_journey WHERE {window}
+    ORDER BY extraction_date, campaign_id LIMIT 10
+) first_funnels ON f.extraction_date = first_funnels.extraction_date AND f.campaign_id = first_funnels.campaign_id
+"""
 
 
 def _funnel_preview(frame: pd.DataFrame, max_campaigns: int = 10) -> dg.MetadataValue:
@@ -414,24 +425,21 @@ def build_assets(parts: GraphParts) -> list[dg.AssetsDefinition]:
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         """The domain guide's target table: every step with its scorecard's latest snapshot for the day."""
         loaded_at = clock.now()
-        previews: list[dg.MetadataValue] = []
+        window = partition_window(context)
 
         def chunks() -> Iterator[TableChunk]:
-            window = partition_window(context)
             for chunk in table_chunks(warehouse, "fact_journey_step", "campaign_id", window):
-                # Joined where the rows are: one query, no read-back of both tables into frames.
-                joined = warehouse.query(PREDICTIVE_JOURNEY_SQL, predictive_journey_params(chunk, loaded_at))
-                frame = typed_frame(TABLES["fact_predictive_journey"], joined)
-                if not previews:
-                    previews.append(_funnel_preview(frame))
-                yield {"fact_predictive_journey": (frame, chunk)}
+                # Joined, checked and written where the rows are: they never come to Python.
+                rows = WarehouseRows(PREDICTIVE_JOURNEY_SQL, predictive_journey_params(chunk, loaded_at))
+                yield {"fact_predictive_journey": (rows, chunk)}
 
-        yield from write_tables(
-            context,
-            warehouse,
-            chunks(),
-            lambda: {"fact_predictive_journey": {"preview": previews[0]}},
-        )
+        def metadata() -> dict[str, dict[str, Any]]:
+            preview_sql = _PREVIEW_SQL.format(window=window.sql_condition("extraction_date"))
+            first_funnels = warehouse.query(preview_sql, window.sql_params)
+            first_funnels["extraction_date"] = pd.to_datetime(first_funnels["extraction_date"])
+            return {"fact_predictive_journey": {"preview": _funnel_preview(first_funnels)}}
+
+        yield from write_tables(context, warehouse, chunks(), metadata)
 
     @dg.asset(
         deps=[RAW_JOURNEYS],
