@@ -2,8 +2,14 @@
 
 Layout (any fsspec URL through universal-pathlib; a local folder by default)::
 
-    {root}/{dataset}/day={YYYY-MM-DD}/{source_id}/{extracted_at}-{nonce}.json
+    {root}/{dataset}/day={YYYY-MM-DD}/{source_id}~{extracted_at}-{nonce}.json
     {root}/{dataset}/{extracted_at}-{nonce}.json            (datasets without a day)
+
+A day is one folder: a year at 400 campaigns is ~150,000 files, and one listing per day (not one
+per campaign and day) is what lets a year be read in seconds, also when the OS has evicted the
+folders from its cache. ``~`` never occurs in an id, so a name splits into source and extraction.
+Files of the earlier layout (``day=.../{source_id}/{extracted_at}-{nonce}.json``, one folder per
+source and day) are read as before, beside the new ones: nothing needs migrating.
 
 One answer that covers many days (the journey aggregates source asks for up to 31 days at once)
 lands once, without a day, and each day it covers gets a small pointer file under ``day=`` naming
@@ -45,6 +51,8 @@ _S3_PROTOCOLS = ("s3", "s3a")
 #: open-file limit (1,024).
 _PREFETCH_WINDOW = 512
 _SAFE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+#: Between a day's file's source id and its extraction name; never in an id (``_SAFE_ID_CHARS``).
+SOURCE_SEPARATOR = "~"
 
 
 class LandingError(RuntimeError):
@@ -101,8 +109,10 @@ class LandingZone:
         }
         # allow_nan=False: a NaN that slipped through must fail here, not become invalid JSON.
         body = json.dumps(envelope, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-        folder = self._folder(dataset, day, source_id)
+        folder = self._folder(dataset, day)
         name = f"{extracted_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}.json"
+        if day is not None:
+            name = f"{source_id}{SOURCE_SEPARATOR}{name}"
         target = folder / name
         try:
             if isinstance(target, LocalPath):
@@ -140,9 +150,9 @@ class LandingZone:
         """A day's landing files, by source (in name order), oldest first within a source; with
         ``latest``, only each source's newest, chosen by name.
 
-        A name starts with its extraction instant (UTC, microseconds, fixed width), so the greatest
-        name in a source's folder is its newest extraction: re-pulls of a day add names to list, not
-        payloads to parse.
+        After its source, a name starts with its extraction instant (UTC, microseconds, fixed width),
+        so a source's greatest name is its newest extraction: re-pulls of a day add names to list,
+        not payloads to parse.
         """
         by_source = self._source_files(dataset, day)
         if latest:
@@ -156,32 +166,46 @@ class LandingZone:
     def _source_files(self, dataset: str, day: date) -> dict[str, list[str]]:
         """A day's landing files by source (sources in name order), from ONE listing of the day.
 
-        A year at 400 campaigns is ~150,000 files: an object store is asked once per day (one
-        recursive listing), not once per source folder, and a local folder is scanned without
-        building a path object per entry. Within a source, names sort as extraction instants.
+        Within a source, files are in extraction order: the name after the source starts with the
+        extraction instant (UTC, microseconds, fixed width). A source folder of the earlier layout
+        is listed too, and its files take their place in that order.
         """
-        folder = self._folder(dataset, day, None)
-        by_source: dict[str, list[str]] = {}
+        folder = self._folder(dataset, day)
+        found: list[tuple[str, str, str]] = []  # (source, extraction name, path)
         if isinstance(folder, LocalPath):
             try:
-                sources = [entry for entry in os.scandir(folder.path) if entry.is_dir()]
+                with os.scandir(folder.path) as entries:
+                    for entry in entries:
+                        source, separator, extraction = entry.name.partition(SOURCE_SEPARATOR)
+                        if separator:
+                            if _is_landing_file(entry.name):
+                                found.append((source, extraction, entry.path))
+                        elif not entry.name.startswith(".") and entry.is_dir():  # the earlier layout
+                            found += [
+                                (entry.name, name, f"{entry.path}/{name}")
+                                for name in os.listdir(entry.path)
+                                if _is_landing_file(name)
+                            ]
             except FileNotFoundError:
                 return {}
-            for source in sorted(sources, key=lambda entry: entry.name):
-                names = sorted(name for name in os.listdir(source.path) if _is_landing_file(name))
-                if names:
-                    by_source[source.name] = [f"{source.path}/{name}" for name in names]
-            return by_source
-        prefix = folder.path.rstrip("/") + "/"
-        try:
-            found = folder.fs.find(folder.path)  # a missing day lists nothing
-        except FileNotFoundError:
-            found = []
-        for path in sorted(found):
-            source, _, name = path.removeprefix(prefix).partition("/")
-            if name and "/" not in name and _is_landing_file(name):
-                by_source.setdefault(source, []).append(f"{folder.protocol}://{path}")
-        return dict(sorted(by_source.items()))
+        else:
+            prefix = folder.path.rstrip("/") + "/"
+            try:
+                keys = folder.fs.find(folder.path)  # one recursive listing; a missing day lists nothing
+            except FileNotFoundError:
+                keys = []
+            for key in keys:
+                relative = key.removeprefix(prefix)
+                if "/" in relative:  # the earlier layout: source/name
+                    source, _, name = relative.partition("/")
+                else:
+                    source, _, name = relative.partition(SOURCE_SEPARATOR)
+                if source and name and "/" not in name and _is_landing_file(name) and not source.startswith("."):
+                    found.append((source, name, f"{folder.protocol}://{key}"))
+        by_source: dict[str, list[str]] = {}
+        for source, _, path in sorted(found):
+            by_source.setdefault(source, []).append(path)
+        return by_source
 
     def read_texts(self, paths: list[str]) -> list[bytes]:
         """The files' raw JSON, unparsed, in order (for bulk transforms); an object store fetches
@@ -207,13 +231,9 @@ class LandingZone:
         """The files of ``day`` that run ``run_id`` landed (read only when a step is retried)."""
         return [landed for landed in self.files(dataset, day) if landed.envelope.get("run_id") == run_id]
 
-    def _folder(self, dataset: str, day: date | None, source_id: str | None) -> UPath:
+    def _folder(self, dataset: str, day: date | None) -> UPath:
         folder = self.root / dataset
-        if day is not None:
-            folder = folder / f"day={day.isoformat()}"
-        if source_id is not None and day is not None:
-            folder = folder / source_id
-        return folder
+        return folder / f"day={day.isoformat()}" if day is not None else folder
 
 
 def _parse(path: str, raw: bytes, dataset: str) -> LandedFile:

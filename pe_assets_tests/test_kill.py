@@ -84,7 +84,7 @@ def _by_day(rows: list[tuple], table: str) -> dict[object, list[tuple]]:
 
 
 def _journey_files(data_dir: Path) -> int:
-    return len(list((data_dir / "landing" / "raw_campaign_journeys").glob("day=*/*/*.json")))
+    return len(list((data_dir / "landing" / "raw_campaign_journeys").glob("day=*/*.json")))
 
 
 def _assert_landing_whole(data_dir: Path, sim: SimulatorServer) -> int:
@@ -169,9 +169,10 @@ def test_sigkill_leaves_old_or_new_and_a_rerun_converges(phase, seed, sim, basel
     _assert_old_or_new(data_dir, truth)
 
     # A stray temporary file (what a write killed before its rename leaves) is never read.
-    stray = data_dir / "landing" / "raw_campaign_journeys" / f"day={DAY2}" / sim.roles["big"]
+    stray = data_dir / "landing" / "raw_campaign_journeys" / f"day={DAY2}"
     stray.mkdir(parents=True, exist_ok=True)
-    (stray / ".20240306T000000000000Z-deadbeef.json.tmp").write_bytes(b'{"envelope_version": 1, "pag')
+    big = sim.roles["big"]
+    (stray / f".{big}~20240306T000000000000Z-deadbeef.json.tmp").write_bytes(b'{"envelope_version": 1, "pag')
 
     rerun = materialize(resources_for(sim, data_dir), DAY1, DAY2)
     assert rerun.success
@@ -207,8 +208,8 @@ def test_sigkill_during_a_landing_write_never_leaves_a_readable_partial_file(see
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        folder = root / "raw_campaign_journeys" / "day=2024-03-06" / "camp-1"
-        assert wait_for(lambda: folder.exists() and any(folder.iterdir()), 30)
+        folder = root / "raw_campaign_journeys" / "day=2024-03-06"
+        assert wait_for(lambda: folder.exists() and any(folder.glob("camp-1~*.json")), 30)
         time.sleep(rng.uniform(0.0, 0.4))
         os.kill(proc.pid, signal.SIGKILL)
     finally:

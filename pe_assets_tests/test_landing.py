@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -40,6 +41,48 @@ def test_every_extraction_is_kept_and_latest_wins(zone):
     assert {k: v.envelope["response"]["n"] for k, v in latest.items()} == {"s1": 2, "s2": 9}
 
 
+def land_in_the_earlier_layout(zone: LandingZone, dataset: str, source_id: str, extracted_at: datetime, n: int) -> str:
+    """A file as zones wrote them before days were one folder: ``day=.../{source_id}/{name}``."""
+    envelope = {
+        "envelope_version": 1,
+        "dataset": dataset,
+        "day": DAY.isoformat(),
+        "source_id": source_id,
+        "extracted_at": extracted_at.isoformat(),
+        "response": {"n": n},
+    }
+    path = zone.root / dataset / f"day={DAY}" / source_id / f"{extracted_at:%Y%m%dT%H%M%S%fZ}-0000000{n}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(json.dumps(envelope).encode())
+    return str(path)
+
+
+def check_both_layouts_are_read_in_extraction_order(zone: LandingZone) -> None:
+    """Files of the earlier layout are read beside new ones, each source's in extraction order."""
+    land_in_the_earlier_layout(zone, "raw_scorecards", "s1", T0, 0)
+    zone.write("raw_scorecards", "s1", T0 + timedelta(hours=1), {"response": {"n": 1}}, DAY)
+    land_in_the_earlier_layout(zone, "raw_scorecards", "s1", T0 + timedelta(hours=2), 2)
+    zone.write("raw_scorecards", "s0", T0, {"response": {"n": 7}}, DAY)
+    land_in_the_earlier_layout(zone, "raw_scorecards", "s2", T0, 9)
+    landed = [(f.source_id, f.envelope["response"]["n"]) for f in zone.files("raw_scorecards", DAY)]
+    assert sorted(landed, key=lambda pair: pair[1]) == [("s1", 0), ("s1", 1), ("s1", 2), ("s0", 7), ("s2", 9)]
+    paths = zone.day_paths("raw_scorecards", DAY)
+    assert [zone.read_files("raw_scorecards", [p])[0].envelope["response"]["n"] for p in paths] == [7, 0, 1, 2, 9]
+    latest = zone.latest_per_source("raw_scorecards", DAY)
+    assert {k: v.envelope["response"]["n"] for k, v in latest.items()} == {"s0": 7, "s1": 2, "s2": 9}
+
+
+def test_a_day_is_one_folder_and_the_earlier_layout_is_still_read(zone):
+    path = zone.write("raw_scorecards", "s1", T0, {"response": {"n": 1}}, DAY)
+    assert path.endswith(f"/raw_scorecards/day={DAY}/s1~20240306T010000000000Z-{path[-13:-5]}.json")
+    zone.root.joinpath("raw_scorecards", f"day={DAY}", "s1").mkdir(parents=True, exist_ok=True)  # an empty old folder
+    assert [f.path.rsplit("/", 1)[1] for f in zone.files("raw_scorecards", DAY)] == [path.rsplit("/", 1)[1]]
+
+
+def test_files_of_the_earlier_layout_are_read_beside_new_ones(zone):
+    check_both_layouts_are_read_in_extraction_order(zone)
+
+
 def test_same_instant_twice_makes_two_files(zone):
     zone.write("campaign_listing", "all", T0, {"pages": [1]})
     zone.write("campaign_listing", "all", T0, {"pages": [2]})
@@ -71,8 +114,8 @@ def test_naive_time_is_refused(zone):
 def test_half_written_temporary_files_are_invisible(tmp_path):
     zone = LandingZone(str(tmp_path))
     zone.write("raw_scorecards", "s1", T0, {"response": {}}, DAY)
-    folder = tmp_path / "raw_scorecards" / f"day={DAY}" / "s1"
-    (folder / ".20240306T010000000000Z-dead.json.tmp").write_bytes(b'{"truncated": ')
+    folder = tmp_path / "raw_scorecards" / f"day={DAY}"
+    (folder / ".s1~20240306T010000000000Z-dead.json.tmp").write_bytes(b'{"truncated": ')
     assert len(zone.files("raw_scorecards", DAY)) == 1
 
 

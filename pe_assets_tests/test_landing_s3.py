@@ -19,6 +19,7 @@ import pytest
 from pe_assets import landing
 from pe_assets.landing import LandingError, LandingZone
 from pe_assets.schemas import TABLES
+from pe_assets_tests.test_landing import check_both_layouts_are_read_in_extraction_order
 from pe_dev.pipeline import pipeline_resources, run_days
 from pe_dev.s3 import MotoS3Server
 
@@ -62,7 +63,7 @@ def test_the_server_refuses_a_conditional_overwrite(s3):
 def test_write_then_read_back_unchanged(zone, s3):
     pages = [{"steps": [{"stepId": "a", "contactCount": 1, "new": "ünïcödé"}], "nextPageUri": None}]
     path = zone.write("raw_campaign_journeys", "c1", T0, {"pages": pages}, DAY)
-    assert path.startswith(f"s3://{BUCKET}/") and f"/raw_campaign_journeys/day={DAY}/c1/" in path
+    assert path.startswith(f"s3://{BUCKET}/") and f"/raw_campaign_journeys/day={DAY}/c1~" in path
     [landed] = zone.files("raw_campaign_journeys", DAY)
     assert landed.envelope["pages"] == pages and landed.path == path
     assert (landed.source_id, landed.day, landed.extracted_at) == ("c1", DAY, T0)
@@ -89,6 +90,10 @@ def test_files_latest_per_source_and_the_day_pointer_read(zone):
         zone.read("raw_aggregates", "20240306T010000000000Z-00000000.json")
 
 
+def test_files_of_the_earlier_layout_are_read_beside_new_ones(zone):
+    check_both_layouts_are_read_in_extraction_order(zone)
+
+
 def test_another_writer_is_seen_at_once(zone, s3):
     # A run pod on another host lands a file: no cached listing may hide it from this process.
     assert zone.files("raw_scorecards", DAY) == []
@@ -96,7 +101,7 @@ def test_another_writer_is_seen_at_once(zone, s3):
     path = other.write("raw_scorecards", "s1", T0, {"response": {}}, DAY)
     s3.client().put_object(  # and one written by another client altogether
         Bucket=BUCKET,
-        Key=_key(path).replace("/s1/", "/s2/"),
+        Key=_key(path).replace("/s1~", "/s2~"),
         Body=b'{"day":"2024-03-05","source_id":"s2","extracted_at":"2024-03-06T01:00:00+00:00"}',
     )
     assert sorted(zone.latest_per_source("raw_scorecards", DAY)) == ["s1", "s2"]

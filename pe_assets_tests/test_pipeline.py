@@ -164,7 +164,7 @@ def test_campaign_archived_mid_pagination_lands_nothing_partial(sim, tmp_path, w
     [raw] = [m.metadata for m in materializations(result, "raw_campaign_journeys")]
     assert raw["campaign_days_archived_during_run"].value == 1
     assert _rows(wh, "SELECT count(*) FROM fact_journey_step WHERE campaign_id = ?", [big]) == [(0,)]
-    assert not list((tmp_path / "landing" / "raw_campaign_journeys" / f"day={DAY1}").glob(f"{big}/*.json"))
+    assert not list((tmp_path / "landing" / "raw_campaign_journeys" / f"day={DAY1}").glob(f"{big}~*.json"))
 
 
 def test_early_extraction_is_pending_backfill_and_a_later_one_is_final(sim, tmp_path, wh):
