@@ -132,6 +132,12 @@ def drift_frame(
     for snapshot in final.to_dict("records"):
         snapshots_by_scorecard.setdefault(str(snapshot["scorecard_id"]), []).append(snapshot)
     days_by_scorecard = {sid: [s["day"] for s in snapshots] for sid, snapshots in snapshots_by_scorecard.items()}
+    # Each scorecard's metrics as floats once, in day order: a baseline is a slice, not a new list per day.
+    metric_by_scorecard = {
+        (sid, metric): [float(s[metric]) for s in snapshots]
+        for sid, snapshots in snapshots_by_scorecard.items()
+        for metric in ("precision", "recall")
+    }
     # Running totals of each scorecard's bucket counts, in day order: a baseline's pooled counts are
     # one difference, not a sum over its 28 days (counts are whole numbers: the difference is exact).
     running_by_scorecard = {
@@ -148,15 +154,19 @@ def drift_frame(
             snapshots = snapshots_by_scorecard[scorecard_id]
             today = snapshots[today_at]
             baseline_at = bisect.bisect_left(snapshot_days, day - timedelta(days=baseline_days))
-            baseline = snapshots[baseline_at:today_at]
+            baseline_length = today_at - baseline_at
             running = running_by_scorecard[scorecard_id]
             before, through = running[baseline_at], running[today_at]
             # A bucket only older days had pools 0 here: PSI's terms for it are 0 either way.
             pooled = {bucket: total - before.get(bucket, 0) for bucket, total in through.items()}
             precision, recall = float(today["precision"]), float(today["recall"])
             predicted, actual = float(today["predicted_conversion_rate"]), float(today["actual_conversion_rate"])
-            precision_median, precision_delta = median_delta(precision, [float(b["precision"]) for b in baseline])
-            recall_median, recall_delta = median_delta(recall, [float(b["recall"]) for b in baseline])
+            precision_median, precision_delta = median_delta(
+                precision, metric_by_scorecard[scorecard_id, "precision"][baseline_at:today_at]
+            )
+            recall_median, recall_delta = median_delta(
+                recall, metric_by_scorecard[scorecard_id, "recall"][baseline_at:today_at]
+            )
             rows.append(
                 {
                     "scorecard_id": scorecard_id,
@@ -173,7 +183,7 @@ def drift_frame(
                     "recall_baseline_median": recall_median,
                     "precision_delta": precision_delta,
                     "recall_delta": recall_delta,
-                    "baseline_days": len(baseline),
+                    "baseline_days": baseline_length,
                     "load_timestamp": load_ts,
                 }
             )

@@ -576,42 +576,54 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
     model version and every provisional reading. ``pending_backfill`` is true when the snapshot
     was taken less than 48 hours after its day ended.
     """
-    # Whole columns, not a dict per row: a year is ~50,000 snapshots and 250,000 bucket rows.
-    performance: dict[str, list[Any]] = {name: [] for name in TABLES["fact_scorecard_performance"].column_names}
+    # Column by column, not a dict per row: a year is ~50,000 snapshots and 250,000 bucket rows.
+    envelopes = list(extractions)
+    responses = [envelope["response"] for envelope in envelopes]
+    metrics = [response["performanceMetrics"] for response in responses]
+    scorecard_ids = [envelope["source_id"] for envelope in envelopes]
+    days = [date.fromisoformat(envelope["day"]) for envelope in envelopes]
+    # Whole datetime64 columns: a column of Timestamp objects costs pandas a per-value inference.
+    day_stamps = np.array(days, dtype="datetime64[D]").astype("datetime64[ns]")
+    extracted_column = _utc_naive_column(pd.Series([envelope["extracted_at"] for envelope in envelopes], dtype=object))
+    extracted_ats = extracted_column.to_numpy()
+    model_versions = [str(response["modelVersion"]) for response in responses]
+    retrained: dict[Any, pd.Timestamp | None] = {}  # a few distinct instants: each parsed once
+    performance = {
+        "scorecard_id": scorecard_ids,
+        "extraction_date": day_stamps,
+        "scorecard_name": [response.get("scorecardName") for response in responses],
+        "model_version": model_versions,
+        "retraining_timestamp": [
+            retrained[text] if text in retrained else retrained.setdefault(text, to_utc_naive(text))
+            for text in (response.get("lastRetrainedDate") for response in responses)
+        ],
+        **{
+            column: [metric[field] for metric in metrics]
+            for column, field in (
+                ("precision", "precision"),
+                ("recall", "recall"),
+                ("f1_score", "f1Score"),
+                ("auc", "auc"),
+                ("actual_conversion_rate", "actualConversionRate"),
+                ("predicted_conversion_rate", "predictedConversionRate"),
+            )
+        },
+        "pending_backfill": [
+            not outcomes_final(day, at) for day, at in zip(days, extracted_column.tolist(), strict=True)
+        ],
+        "extracted_at": extracted_ats,
+    }
     buckets: dict[str, list[Any]] = {name: [] for name in TABLES["fact_scorecard_score_distribution"].column_names}
     bounds: dict[str, tuple[float, float]] = {}  # bucket label -> (lower, upper), parsed once
-    for envelope in extractions:
-        response = envelope["response"]
-        scorecard_id = envelope["source_id"]
-        day = date.fromisoformat(envelope["day"])
-        day_stamp = pd.Timestamp(day)
-        extracted_at = to_utc_naive(envelope["extracted_at"])
-        metrics = response["performanceMetrics"]
-        model_version = str(response["modelVersion"])
-        for name, value in (
-            ("scorecard_id", scorecard_id),
-            ("extraction_date", day_stamp),
-            ("scorecard_name", response.get("scorecardName")),
-            ("model_version", model_version),
-            ("retraining_timestamp", to_utc_naive(response.get("lastRetrainedDate"))),
-            ("precision", metrics["precision"]),
-            ("recall", metrics["recall"]),
-            ("f1_score", metrics["f1Score"]),
-            ("auc", metrics["auc"]),
-            ("actual_conversion_rate", metrics["actualConversionRate"]),
-            ("predicted_conversion_rate", metrics["predictedConversionRate"]),
-            ("pending_backfill", not outcomes_final(day, extracted_at)),
-            ("extracted_at", extracted_at),
-        ):
-            performance[name].append(value)
+    for at, response in enumerate(responses):
         for bucket, count in (response.get("scoreDistribution") or {}).items():
             if bucket not in bounds:
                 bounds[bucket] = _bucket_bounds(bucket)
             lower, upper = bounds[bucket]
-            buckets["scorecard_id"].append(scorecard_id)
-            buckets["extraction_date"].append(day_stamp)
-            buckets["extracted_at"].append(extracted_at)
-            buckets["model_version"].append(model_version)
+            buckets["scorecard_id"].append(scorecard_ids[at])
+            buckets["extraction_date"].append(day_stamps[at])
+            buckets["extracted_at"].append(extracted_ats[at])
+            buckets["model_version"].append(model_versions[at])
             buckets["bucket"].append(bucket)
             buckets["bucket_lower"].append(lower)
             buckets["bucket_upper"].append(upper)

@@ -89,27 +89,34 @@ def drift_verdicts(
     With ``needs_baseline``, rows with fewer than ``MIN_BASELINE_DAYS`` baseline days are skipped.
     """
     rows = warehouse.read(TABLES[SCORECARD_DRIFT], window)
-    rows_of = rows_by_day(rows)
+    # Judged and breaching once over the window, not per day (a year: ~50,000 rows, 365 days).
+    judged = rows["baseline_days"] >= MIN_BASELINE_DAYS if needs_baseline else pd.Series(True, index=rows.index)
+    failing = judged & breaches(rows).fillna(False).astype(bool)
+    days = rows["extraction_date"].dt.date
+    rows_per_day = days.value_counts().to_dict()
+    judged_per_day = days[judged].value_counts().to_dict()
+    failing_of = rows_by_day(rows[failing])
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today = rows_of(day)
-        judged = today[today["baseline_days"] >= MIN_BASELINE_DAYS] if needs_baseline else today
-        failing = judged[breaches(judged).fillna(False).astype(bool)] if len(judged) else judged
+        today, judged_today, failing_today = rows_per_day.get(day, 0), judged_per_day.get(day, 0), failing_of(day)
         metadata: dict[str, Any] = {
             "rule": rule,
-            "scorecards": len(today),
-            "scorecards_judged": len(judged),
-            "scorecards_breaching": dg.MetadataValue.json(sorted(failing["scorecard_id"].astype(str))),
-            "breaches": markdown(failing[_SAMPLE_COLUMNS], max_rows=SAMPLE_ROWS),
+            "scorecards": today,
+            "scorecards_judged": judged_today,
+            "scorecards_breaching": dg.MetadataValue.json(sorted(failing_today["scorecard_id"].astype(str))),
+            "breaches": markdown(failing_today[_SAMPLE_COLUMNS], max_rows=SAMPLE_ROWS),
         }
-        if today.empty:
+        if not today:
             description = f"no drift rows for {day} (no final scorecard snapshot yet)"
-        elif failing.empty:
-            description = f"{len(judged)} of {len(today)} scorecard(s) judged on {day}: none breaches {rule}"
+        elif failing_today.empty:
+            description = f"{judged_today} of {today} scorecard(s) judged on {day}: none breaches {rule}"
         else:
-            description = f"{len(failing)} scorecard(s) on {day} breach {rule}"
+            description = f"{len(failing_today)} scorecard(s) on {day} breach {rule}"
         verdicts[day] = DayVerdict(
-            passed=failing.empty, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+            passed=failing_today.empty,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata=metadata,
         )
     return verdicts
 
