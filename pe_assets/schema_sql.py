@@ -1,12 +1,14 @@
 """A table's Pandera model as SQL, for rows built and kept in the warehouse (``fact_predictive_journey``).
 
-A warehouse-side table (a join of two warehouse tables) need not come to Python to be checked:
-the rows are staged in a typed table (the model's columns and types, so dtype, ``strict`` and
-``ordered`` hold by construction) and one query finds every failing row, with the check names,
-columns and row indexes Pandera reports. It checks the same rules as the model: each column's
-nullability and uniqueness, its built-in checks (bounds, ``isin``, ``str_length``) and
-``Config.unique``; nulls pass value checks, as in Pandera. A model with a check this module cannot
-state in SQL (a custom ``@pa.check``) is refused when its SQL is built, never half-checked.
+A warehouse-side table (a join of two warehouse tables) need not come to Python to be checked: its
+rows are inserted into the table itself (the model's columns and types, so dtype, ``strict`` and
+``ordered`` hold by construction) and checked there before the transaction commits
+(``WarehouseResource.replace_partition_with_query``). ``failure_count_sql`` says whether any row
+fails; only then does ``failure_cases_sql`` name every failing row, with the check names, columns
+and row indexes Pandera reports. The rules are the model's: each column's nullability and
+uniqueness, its built-in checks (bounds, ``isin``, ``str_length``) and ``Config.unique``; nulls
+pass value checks, as in Pandera. A model with a check this module cannot state in SQL (a custom
+``@pa.check``) is refused when its SQL is built, never half-checked.
 """
 
 from __future__ import annotations
