@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import dagster as dg
 import duckdb
 
 from pe_assets.defs.common import tables
@@ -117,3 +118,29 @@ def test_every_table_asset_declares_its_models_columns_on_its_definition():
             if table in TABLES and spec.group_name != "raw":
                 schema = spec.metadata["dagster/column_schema"]
                 assert [column.name for column in schema.columns] == TABLES[table].column_names, table
+
+
+def test_predictive_journey_rows_failing_their_model_in_the_warehouse_fail_the_schema_check_unwritten(
+    make_simulator, tmp_path
+):
+    """fact_predictive_journey is checked in the warehouse (its model as SQL): a failure is the same
+    blocking ``schema`` check, with Pandera's check names, and the day keeps its previous rows."""
+    sim = make_simulator(seed=11, client_limit=100_000, org_limit=100_000)
+    sim.set_now(NOW)
+    resources = pipeline_resources(sim, tmp_path, now=NOW)
+    assert run_days(resources, FIRST, FIRST).success
+    db = str(tmp_path / "warehouse.duckdb")
+    journey = "SELECT * FROM fact_predictive_journey ORDER BY ALL"
+    with duckdb.connect(db) as con:
+        before = con.execute(journey).fetchall()
+        joined = con.execute("SELECT count(*) FROM fact_predictive_journey WHERE precision IS NOT NULL").fetchone()
+        con.execute("UPDATE fact_scorecard_performance SET precision = 1.5")  # behind the pipeline's back
+
+    result = run_days(resources, FIRST, FIRST, selection="key:fact_predictive_journey")
+    assert not result.success
+    [schema] = [e for e in result.get_asset_check_evaluations() if e.check_name == "schema"]
+    assert schema.asset_key == dg.AssetKey("fact_predictive_journey") and not schema.passed
+    assert joined and schema.metadata["failures"].value == {"precision: less_than_or_equal_to(1.0)": joined[0]}
+    assert schema.metadata["rows_checked"].value == len(before)
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute(journey).fetchall() == before
