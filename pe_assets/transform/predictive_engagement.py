@@ -587,16 +587,14 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
     extracted_column = _utc_naive_column(pd.Series([envelope["extracted_at"] for envelope in envelopes], dtype=object))
     extracted_ats = extracted_column.to_numpy()
     model_versions = [str(response["modelVersion"]) for response in responses]
-    retrained: dict[Any, pd.Timestamp | None] = {}  # a few distinct instants: each parsed once
     performance = {
         "scorecard_id": scorecard_ids,
         "extraction_date": day_stamps,
         "scorecard_name": [response.get("scorecardName") for response in responses],
         "model_version": model_versions,
-        "retraining_timestamp": [
-            retrained[text] if text in retrained else retrained.setdefault(text, to_utc_naive(text))
-            for text in (response.get("lastRetrainedDate") for response in responses)
-        ],
+        "retraining_timestamp": _utc_naive_column(
+            pd.Series([response.get("lastRetrainedDate") for response in responses], dtype=object)
+        ).to_numpy(),
         **{
             column: [metric[field] for metric in metrics]
             for column, field in (

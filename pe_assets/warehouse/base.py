@@ -161,6 +161,12 @@ def check_frame_in_window(spec: TableSpec, frame: pd.DataFrame, window: Partitio
     return frame
 
 
+def typed_columns_sql(spec: TableSpec, type_name: Callable[[str], str] = str) -> str:
+    """``CAST(col AS type) AS col, ...`` for every column of the table, in its order: inserts go by
+    name, each value cast to the type its model declares (``type_name`` spells it per warehouse)."""
+    return ", ".join(f"CAST({name} AS {type_name(sql_type)}) AS {name}" for name, sql_type in spec.columns)
+
+
 class SqlStatements(Protocol):
     """Statements run in one warehouse session (``?`` parameters)."""
 
@@ -168,7 +174,7 @@ class SqlStatements(Protocol):
         """Run one statement; its rows (none for DDL and DML)."""
         ...
 
-    def frame(self, sql: str) -> pd.DataFrame:
+    def frame(self, sql: str, params: list[object] | None = None) -> pd.DataFrame:
         """Run a query; its rows as a frame with lower-case column names."""
         ...
 
@@ -193,8 +199,7 @@ class QueryWrite:
         cls, spec: TableSpec, select_sql: str, window: PartitionWindow, type_name: Callable[[str], str]
     ) -> QueryWrite:
         stage = f"pe_stage_{spec.name}"
-        casts = ", ".join(f"CAST({name} AS {type_name(sql_type)}) AS {name}" for name, sql_type in spec.columns)
-        typed_rows = f"SELECT {casts} FROM ({select_sql.strip().rstrip(';')}) query_rows"
+        typed_rows = f"SELECT {typed_columns_sql(spec, type_name)} FROM ({select_sql.strip().rstrip(';')}) query_rows"
         # Snowflake numbers rows only in a given order: the table's key, else every column.
         order = ", ".join(spec.model.to_schema().unique or spec.column_names)
         columns = ", ".join(spec.column_names)

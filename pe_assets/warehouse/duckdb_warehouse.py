@@ -21,7 +21,7 @@ from pydantic import Field, PrivateAttr
 
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TableSpec, typed_frame
-from pe_assets.warehouse.base import SqlStatements, WarehouseError, WarehouseResource
+from pe_assets.warehouse.base import SqlStatements, WarehouseError, WarehouseResource, typed_columns_sql
 
 #: DuckDB's buffer pool for a session's connection (it spills to the file or temp files beyond it).
 SESSION_MEMORY_LIMIT = "128MB"
@@ -90,7 +90,7 @@ class DuckDBWarehouse(WarehouseResource):
             lock.release()
 
     def _replace(self, spec: TableSpec, frame: pd.DataFrame, delete_sql: str, params: list[object]) -> int:
-        casts = ", ".join(f"CAST({name} AS {sql_type}) AS {name}" for name, sql_type in spec.columns)
+        casts = typed_columns_sql(spec)
         columns = ", ".join(spec.column_names)
         with self.connection() as con:
             self._ensure_table(con, spec)
@@ -149,9 +149,7 @@ class DuckDBWarehouse(WarehouseResource):
 
     def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
         with self.connection() as con:
-            frame = con.execute(sql, parameters or []).df()
-        frame.columns = [str(c).lower() for c in frame.columns]
-        return frame
+            return _DuckDBStatements(con).frame(sql, parameters)
 
 
 class _DuckDBStatements:
@@ -162,8 +160,8 @@ class _DuckDBStatements:
         result = self._con.execute(sql, params or [])
         return result.fetchall() if result.description else []
 
-    def frame(self, sql: str) -> pd.DataFrame:
-        frame = self._con.execute(sql).df()
+    def frame(self, sql: str, params: list[object] | None = None) -> pd.DataFrame:
+        frame = self._con.execute(sql, params or []).df()
         frame.columns = [str(c).lower() for c in frame.columns]
         return frame
 

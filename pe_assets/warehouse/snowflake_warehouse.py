@@ -32,7 +32,7 @@ from pe_assets.config import DEFAULT_SNOWFLAKE_SCHEMA, SnowflakeSettings
 from pe_assets.rules import PartitionWindow
 from pe_assets.schemas import TABLES, TableSpec, typed_frame
 from pe_assets.sql import shipped_sql
-from pe_assets.warehouse.base import SqlStatements, WarehouseError, WarehouseResource
+from pe_assets.warehouse.base import SqlStatements, WarehouseError, WarehouseResource, typed_columns_sql
 
 if TYPE_CHECKING:
     from dagster_snowflake import SnowflakeResource
@@ -239,7 +239,7 @@ class SnowflakeWarehouse(WarehouseResource):
     def _insert_sql(self, spec: TableSpec, stage: str) -> str:
         """Insert by column name, each cast to the model's type (never by position)."""
         columns = ", ".join(spec.column_names)
-        casts = ", ".join(f"CAST({name} AS {snowflake_type(sql_type)})" for name, sql_type in spec.columns)
+        casts = typed_columns_sql(spec, snowflake_type)
         return f"INSERT INTO {spec.name} ({columns}) SELECT {casts} FROM {stage}"
 
     def _stage_frame(self, conn: SnowflakeConnection, spec: TableSpec, frame: pd.DataFrame) -> str:
@@ -324,9 +324,7 @@ class SnowflakeWarehouse(WarehouseResource):
 
     def query(self, sql: str, parameters: list[object] | None = None) -> pd.DataFrame:
         with self.connection() as conn:
-            cursor = conn.cursor()
-            cursor.execute(sql, parameters or None)
-            return _fetch_frame(cursor)
+            return _SnowflakeStatements(conn.cursor()).frame(sql, parameters)
 
 
 class _SnowflakeStatements:
@@ -337,8 +335,8 @@ class _SnowflakeStatements:
         self._cursor.execute(sql, params or None)
         return list(self._cursor.fetchall()) if self._cursor.description else []
 
-    def frame(self, sql: str) -> pd.DataFrame:
-        self._cursor.execute(sql)
+    def frame(self, sql: str, params: list[object] | None = None) -> pd.DataFrame:
+        self._cursor.execute(sql, params or None)
         return _fetch_frame(self._cursor)
 
 
