@@ -16,6 +16,8 @@ from pe_assets.defs.common.checks import (
     campaign_in_dim_verdicts,
     journey_freshness_checks,
     markdown,
+    markdown_rows,
+    tuples_by_day,
 )
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import GraphParts
@@ -362,3 +364,24 @@ def test_markdown_renders_a_pipe_table_with_blanks_for_nulls_and_counts_the_rest
         "| campaign_id | psi | model |\n|---|---|---|\n| c\\|1 | 0.25 |  |\n| c2 |  | v2 |\n\n_and 1 more rows_"
     )
     assert markdown(frame).value.splitlines()[-1] == "| c3 | 1e-07 |  |"
+
+
+def test_tuples_by_day_keeps_frame_order_and_leaves_out_days_without_rows() -> None:
+    frame = pd.DataFrame(
+        {
+            "extraction_date": pd.to_datetime(["2025-03-02", "2025-03-01", "2025-03-02"]),
+            "campaign_id": ["b", "a", "a"],
+            "rows": [2, 1, 3],
+        }
+    )
+    by_day = tuples_by_day(frame, ["campaign_id", "rows"])
+    assert by_day == {date(2025, 3, 2): [("b", 2), ("a", 3)], date(2025, 3, 1): [("a", 1)]}
+    assert tuples_by_day(frame.iloc[:0], ["campaign_id"]) == {}
+
+
+def test_markdown_rows_renders_as_markdown_of_the_frame() -> None:
+    frame = pd.DataFrame({"scorecard_id": ["s1", "s2", "s3"], "psi": [0.25, None, 1.5]})
+    rows = list(frame.itertuples(index=False, name=None))
+    assert markdown_rows(list(frame.columns), rows[:2], more=1) == markdown(frame, max_rows=2)
+    assert markdown_rows(["psi"], []) == markdown(frame.iloc[:0]) == dg.MetadataValue.md("_none_")
+    assert "_and 1 more rows_" in markdown(frame, max_rows=2).value

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+import statistics
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
@@ -193,3 +196,96 @@ def test_drift_frame_of_nothing_is_an_empty_frame_with_the_columns() -> None:
     performance, distribution = fixture_frames()
     frame = drift_frame(performance.iloc[0:0], distribution.iloc[0:0], [D], loaded_at=LOADED_AT)
     assert frame.empty and list(frame.columns) == TABLES["scorecard_drift"].column_names
+
+
+def test_drift_frame_equals_the_definition_row_by_row_on_a_random_history() -> None:
+    """Whole-column drift against the module docstring's definitions, computed one scorecard-day at
+    a time: several scorecards, gaps, provisional snapshots, buckets that come and go."""
+    rng = random.Random(7)
+    first = D - timedelta(days=60)
+    snapshots = []
+    for scorecard, first_offset in (("sc-a", 0), ("sc-b", 0), ("sc-c", 0), ("sc-d", 45)):  # sc-d starts late
+        for offset in range(first_offset, 61):
+            day = first + timedelta(days=offset)
+            if rng.random() < 0.25:
+                continue  # no snapshot that day
+            for hours in sorted(rng.sample([3, 30, 75, 80], rng.randint(1, 3))):
+                counts = tuple(rng.choice([0, rng.randint(0, 500)]) for _ in BUCKETS)
+                snapshots.append(
+                    _snapshot(
+                        scorecard,
+                        day,
+                        hours_after_day_start=hours,
+                        precision=round(rng.random(), 3),
+                        recall=round(rng.random(), 3),
+                        predicted=round(rng.random(), 3),
+                        actual=round(rng.random(), 3),
+                        counts=counts,
+                    )
+                )
+    performance = typed_frame(PERF, [perf for perf, _ in snapshots])
+    distribution = typed_frame(DIST, [row for _, rows in snapshots for row in rows])
+    days = [first + timedelta(days=offset) for offset in range(20, 61)]
+    frame = drift_frame(performance, distribution, days, loaded_at=LOADED_AT)
+
+    final = final_snapshots(performance)
+    final_by = {(row.scorecard_id, row.extraction_date.date()): row for row in final.itertuples()}
+    counts_of = {
+        key: {
+            row.bucket: row.contact_count
+            for row in distribution.itertuples()
+            if (row.scorecard_id, row.extraction_date.date(), row.extracted_at)
+            == (key[0], key[1], snapshot.extracted_at)
+        }
+        for key, snapshot in final_by.items()
+    }
+    expected = []
+    for day in days:
+        for scorecard in sorted({scorecard for scorecard, _ in final_by}):
+            if (scorecard, day) not in final_by:
+                continue
+            today = final_by[scorecard, day]
+            baseline = [
+                key for key in sorted(final_by) if key[0] == scorecard and day - timedelta(days=28) <= key[1] < day
+            ]
+            pooled: dict[str, float] = {}
+            for key in baseline:
+                for bucket, count in counts_of[key].items():
+                    pooled[bucket] = pooled.get(bucket, 0) + count
+            current = counts_of[scorecard, day]
+            psi = None
+            if sum(current.values()) > 0 and sum(pooled.values()) > 0:
+                buckets = sorted(set(current) | set(pooled))
+                p = {b: max(current.get(b, 0) / sum(current.values()), EPSILON) for b in buckets}
+                q = {b: max(pooled.get(b, 0) / sum(pooled.values()), EPSILON) for b in buckets}
+                psi = sum((p[b] - q[b]) * math.log(p[b] / q[b]) for b in buckets)
+            precisions = [final_by[key].precision for key in baseline]
+            recalls = [final_by[key].recall for key in baseline]
+            expected.append(
+                (
+                    scorecard,
+                    day,
+                    len(baseline),
+                    psi,
+                    statistics.median(precisions) if baseline else None,
+                    today.precision - statistics.median(precisions) if baseline else None,
+                    statistics.median(recalls) if baseline else None,
+                    abs(today.predicted_conversion_rate - today.actual_conversion_rate),
+                )
+            )
+    assert len(expected) > 60
+    assert any(row[2] == 0 for row in expected) and any(row[3] is None for row in expected)  # no baseline, no PSI
+    actual = [
+        (
+            row.scorecard_id,
+            row.extraction_date.date(),
+            row.baseline_days,
+            None if pd.isna(row.psi) else row.psi,
+            None if pd.isna(row.precision_baseline_median) else row.precision_baseline_median,
+            None if pd.isna(row.precision_delta) else row.precision_delta,
+            None if pd.isna(row.recall_baseline_median) else row.recall_baseline_median,
+            row.calibration_gap,
+        )
+        for row in frame.itertuples()
+    ]
+    assert actual == expected  # exact: the same floating-point operations in the same order

@@ -550,13 +550,17 @@ def _header_columns(
 
 
 def _utc_naive_column(texts: pd.Series) -> pd.Series:
-    """``to_utc_naive`` over a column of ISO-8601 texts (None stays NaT), vectorized."""
-    distinct = pd.Series(texts.dropna().unique(), dtype=object)
+    """``to_utc_naive`` over a column of ISO-8601 texts (None stays NaT), vectorized: each distinct
+    text is parsed once and the column is taken from those by position (no per-value lookups)."""
+    codes, distinct = pd.factorize(texts)  # None/NaN -> code -1
+    if not len(distinct):
+        return pd.Series(np.full(len(texts), np.datetime64("NaT"), dtype="datetime64[ns]"), index=texts.index)
     try:
-        parsed = pd.to_datetime(distinct, format="ISO8601", utc=True).dt.tz_localize(None)
+        parsed = pd.to_datetime(pd.Series(distinct, dtype=object), format="ISO8601", utc=True).dt.tz_localize(None)
     except (ValueError, TypeError):  # not plain ISO-8601: let pd.Timestamp try, as to_utc_naive does
         parsed = pd.Series([to_utc_naive(text) for text in distinct], dtype="datetime64[ns]")
-    return texts.map(dict(zip(distinct, parsed, strict=True))).astype("datetime64[ns]")
+    instants = parsed.to_numpy(dtype="datetime64[ns]")
+    return pd.Series(np.where(codes >= 0, instants[codes], np.datetime64("NaT")), index=texts.index)
 
 
 def _reason_text(code: str, step: Any) -> str:
@@ -611,23 +615,24 @@ def scorecard_frames(extractions: Iterable[Mapping[str, Any]]) -> tuple[pd.DataF
         ],
         "extracted_at": extracted_ats,
     }
-    buckets: dict[str, list[Any]] = {name: [] for name in TABLES["fact_scorecard_score_distribution"].column_names}
-    bounds: dict[str, tuple[float, float]] = {}  # bucket label -> (lower, upper), parsed once
-    for at, response in enumerate(responses):
-        for bucket, count in (response.get("scoreDistribution") or {}).items():
-            if bucket not in bounds:
-                bounds[bucket] = _bucket_bounds(bucket)
-            lower, upper = bounds[bucket]
-            buckets["scorecard_id"].append(scorecard_ids[at])
-            buckets["extraction_date"].append(day_stamps[at])
-            buckets["extracted_at"].append(extracted_ats[at])
-            buckets["model_version"].append(model_versions[at])
-            buckets["bucket"].append(bucket)
-            buckets["bucket_lower"].append(lower)
-            buckets["bucket_upper"].append(upper)
-            buckets["contact_count"].append(count)
+    # One row per bucket of each snapshot: the snapshot's columns repeated, the buckets' flattened.
+    distributions = [list((response.get("scoreDistribution") or {}).items()) for response in responses]
+    buckets_per_snapshot = [len(distribution) for distribution in distributions]
+    labels = [bucket for distribution in distributions for bucket, _ in distribution]
+    bounds = {label: _bucket_bounds(label) for label in dict.fromkeys(labels)}  # each label parsed once
+    buckets = {
+        "scorecard_id": np.repeat(np.array(scorecard_ids, dtype=object), buckets_per_snapshot),
+        "extraction_date": np.repeat(day_stamps, buckets_per_snapshot),
+        "extracted_at": np.repeat(extracted_ats, buckets_per_snapshot),
+        "model_version": np.repeat(np.array(model_versions, dtype=object), buckets_per_snapshot),
+        "bucket": labels,
+        "bucket_lower": [bounds[label][0] for label in labels],
+        "bucket_upper": [bounds[label][1] for label in labels],
+        "contact_count": [count for distribution in distributions for _, count in distribution],
+    }
     return frame("fact_scorecard_performance", pd.DataFrame(performance)), frame(
-        "fact_scorecard_score_distribution", pd.DataFrame(buckets)
+        "fact_scorecard_score_distribution",
+        pd.DataFrame(buckets, columns=TABLES["fact_scorecard_score_distribution"].column_names),
     )
 
 

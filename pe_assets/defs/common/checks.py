@@ -57,12 +57,15 @@ class DayVerdict:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-def rows_by_day(frame: pd.DataFrame, column: str = "extraction_date") -> Callable[[date], pd.DataFrame]:
-    """A lookup of ``frame``'s rows by the UTC day in ``column`` (an empty frame for a day without
-    rows), grouped in one pass: filtering the frame once per day of a year's window costs seconds."""
-    groups = {as_date(key): rows for key, rows in frame.groupby(column)}
-    no_rows = frame.iloc[:0]
-    return lambda day: groups.get(day, no_rows)
+def tuples_by_day(
+    frame: pd.DataFrame, columns: Sequence[str], day_column: str = "extraction_date"
+) -> dict[date, list[tuple[Any, ...]]]:
+    """Each UTC day's rows of ``frame`` (by ``day_column``) as plain tuples of ``columns``, in frame
+    order; a day without rows is absent. A per-day check looks its day up 365 times for a year's
+    window: slicing a frame each time costs ~0.5 ms, a list nothing."""
+    rows = list(frame.loc[:, list(columns)].itertuples(index=False, name=None))
+    positions_by_day = frame.groupby(day_column, sort=False).indices  # day -> row positions, in order
+    return {as_date(day): [rows[at] for at in positions] for day, positions in positions_by_day.items()}
 
 
 def partitioned_asset_check(
@@ -117,15 +120,21 @@ def markdown(frame: pd.DataFrame, max_rows: int | None = None) -> dg.MetadataVal
     """A frame as a markdown table for metadata ("_none_" when empty); with ``max_rows``, its first
     rows and how many more there are. Rendered here, not by ``DataFrame.to_markdown`` (tabulate
     measures every cell: ~1.4 ms a table, paid per day and check in a ranged run)."""
-    if not len(frame):
-        return dg.MetadataValue.md("_none_")
     shown = frame if max_rows is None else frame.head(max_rows)
+    rows = list(shown.itertuples(index=False, name=None))
+    return markdown_rows(list(frame.columns), rows, more=len(frame) - len(shown))
+
+
+def markdown_rows(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], *, more: int = 0) -> dg.MetadataValue:
+    """``markdown`` of rows already taken out of their frame (tuples in ``columns`` order), ``more``
+    rows left out: for a check that renders a sample per day, ~1 ms cheaper than a frame per day."""
+    if not rows and not more:
+        return dg.MetadataValue.md("_none_")
     lines = [
-        "| " + " | ".join(_markdown_cell(name) for name in shown.columns) + " |",
-        "|" + "|".join("---" for _ in shown.columns) + "|",
-        *("| " + " | ".join(map(_markdown_cell, row)) + " |" for row in shown.itertuples(index=False, name=None)),
+        "| " + " | ".join(_markdown_cell(name) for name in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+        *("| " + " | ".join(map(_markdown_cell, row)) + " |" for row in rows),
     ]
-    more = len(frame) - len(shown)
     return dg.MetadataValue.md("\n".join(lines) + (f"\n\n_and {more} more rows_" if more else ""))
 
 
@@ -180,12 +189,15 @@ def campaign_in_dim_verdicts(
     counts = warehouse.query(_ORPHAN_COUNTS_SQL.format(table=table), params)
     sample = warehouse.query(_ORPHAN_SAMPLE_SQL.format(table=table, limit=SAMPLE_ROWS), params)
     totals = warehouse.query(_ROWS_PER_DAY_SQL.format(table=table), params)
-    orphans_of, sample_of, totals_of = rows_by_day(counts), rows_by_day(sample), rows_by_day(totals)
+    orphans_by_day = tuples_by_day(counts, ["campaign_id", "orphan_rows"])
+    sample_columns = list(sample.columns)  # extraction_date first, shown as the day's ISO date
+    sample_by_day = tuples_by_day(sample, sample_columns[1:])
+    rows_checked = {day: sum(count for (count,) in rows) for day, rows in tuples_by_day(totals, ["row_count"]).items()}
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        orphans = orphans_of(day)
-        orphan_rows = int(orphans["orphan_rows"].sum())
-        day_sample = sample_of(day).assign(extraction_date=day.isoformat())
+        orphans = orphans_by_day.get(day, [])
+        orphan_rows = sum(int(rows) for _, rows in orphans)
+        day_sample = [(day.isoformat(), *row) for row in sample_by_day.get(day, [])]
         verdicts[day] = DayVerdict(
             passed=orphan_rows == 0,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -196,10 +208,10 @@ def campaign_in_dim_verdicts(
                 "missing from dim_predictive_campaign"
             ),
             metadata={
-                "rows_checked": int(totals_of(day)["row_count"].sum()),
+                "rows_checked": int(rows_checked.get(day, 0)),
                 "orphan_rows": orphan_rows,
-                "orphan_campaigns": dg.MetadataValue.json(sorted(orphans["campaign_id"].astype(str))),
-                "first_orphan_rows": markdown(day_sample),
+                "orphan_campaigns": dg.MetadataValue.json(sorted(str(campaign) for campaign, _ in orphans)),
+                "first_orphan_rows": markdown_rows(sample_columns, day_sample),
             },
         )
     return verdicts

@@ -22,7 +22,7 @@ from pe_assets.defs.common.checks import (
     markdown,
     partition_check_evaluations,
     partitioned_asset_check,
-    rows_by_day,
+    tuples_by_day,
 )
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import GraphParts
@@ -76,17 +76,15 @@ def scorecard_snapshot_verdicts(warehouse: WarehouseResource, window: PartitionW
     expected for the most recent two days and clears when the re-extraction after 48 h lands.
     """
     coverage = scorecard_coverage(warehouse, window)
-    coverage_of = rows_by_day(coverage)
+    coverage_by_day = tuples_by_day(coverage, ["scorecard_id", "snapshots", "final_snapshots"])
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today = coverage_of(day)
-        missing = sorted(today.loc[today["snapshots"] == 0, "scorecard_id"].astype(str))
-        pending = sorted(
-            today.loc[(today["snapshots"] > 0) & (today["final_snapshots"] == 0), "scorecard_id"].astype(str)
-        )
+        today = coverage_by_day.get(day, [])
+        missing = sorted(str(scorecard) for scorecard, snapshots, _ in today if snapshots == 0)
+        pending = sorted(str(scorecard) for scorecard, snapshots, final in today if snapshots > 0 and final == 0)
         metadata = {
             "referenced_scorecards": len(today),
-            "final_scorecards": int((today["final_snapshots"] > 0).sum()),
+            "final_scorecards": sum(1 for *_, final in today if final > 0),
             "missing_scorecards": dg.MetadataValue.json(missing),
             "pending_only_scorecards": dg.MetadataValue.json(pending),
         }

@@ -29,10 +29,10 @@ import pandas as pd
 from pe_assets.defs.common.checks import (
     SAMPLE_ROWS,
     DayVerdict,
-    markdown,
+    markdown_rows,
     partition_check_evaluations,
     partitioned_asset_check,
-    rows_by_day,
+    tuples_by_day,
 )
 from pe_assets.defs.common.resources import UtcClock
 from pe_assets.defs.common.tables import (
@@ -95,25 +95,29 @@ def drift_verdicts(
     days = rows["extraction_date"].dt.date
     rows_per_day = days.value_counts().to_dict()
     judged_per_day = days[judged].value_counts().to_dict()
-    failing_of = rows_by_day(rows[failing])
+    failing_by_day = tuples_by_day(rows[failing], _SAMPLE_COLUMNS)
+    scorecard_at = _SAMPLE_COLUMNS.index("scorecard_id")
     verdicts: dict[date, DayVerdict] = {}
     for day in window.days:
-        today, judged_today, failing_today = rows_per_day.get(day, 0), judged_per_day.get(day, 0), failing_of(day)
+        today, judged_today = rows_per_day.get(day, 0), judged_per_day.get(day, 0)
+        failing_today = failing_by_day.get(day, [])
         metadata: dict[str, Any] = {
             "rule": rule,
             "scorecards": today,
             "scorecards_judged": judged_today,
-            "scorecards_breaching": dg.MetadataValue.json(sorted(failing_today["scorecard_id"].astype(str))),
-            "breaches": markdown(failing_today[_SAMPLE_COLUMNS], max_rows=SAMPLE_ROWS),
+            "scorecards_breaching": dg.MetadataValue.json(sorted(str(row[scorecard_at]) for row in failing_today)),
+            "breaches": markdown_rows(
+                _SAMPLE_COLUMNS, failing_today[:SAMPLE_ROWS], more=max(len(failing_today) - SAMPLE_ROWS, 0)
+            ),
         }
         if not today:
             description = f"no drift rows for {day} (no final scorecard snapshot yet)"
-        elif failing_today.empty:
+        elif not failing_today:
             description = f"{judged_today} of {today} scorecard(s) judged on {day}: none breaches {rule}"
         else:
             description = f"{len(failing_today)} scorecard(s) on {day} breach {rule}"
         verdicts[day] = DayVerdict(
-            passed=failing_today.empty,
+            passed=not failing_today,
             severity=dg.AssetCheckSeverity.WARN,
             description=description,
             metadata=metadata,
