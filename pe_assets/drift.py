@@ -119,7 +119,7 @@ def _medians(windows: np.ndarray) -> np.ndarray:
     lengths = (~np.isnan(windows)).sum(axis=1)
     rows = np.arange(len(windows))
     middle_low = ordered[rows, np.maximum(lengths - 1, 0) // 2]
-    middle_high = ordered[rows, np.minimum(lengths // 2, windows.shape[1] - 1)]
+    middle_high = ordered[rows, lengths // 2]  # < lengths <= width, or 0 for an empty row
     # odd lengths: the same value twice, and (x + x) / 2 == x exactly
     return np.where(lengths > 0, (middle_low + middle_high) / 2, np.nan)
 
